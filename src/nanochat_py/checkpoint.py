@@ -1,0 +1,177 @@
+"""Checkpoint files -> (ModelConfig, state dict): read safely, normalise names, detect the generation.
+
+Also writes checkpoints in nanochat's native layout (model_<step>.pt + meta_<step>.json).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import torch
+
+from .config import GENERATIONS, ModelConfig, config_for
+from .errors import CheckpointError, UnsafeFileError
+from .sources import CheckpointFiles
+
+# transformers' NanoChatForCausalLM (G0 only) -> nanochat names
+_TRANSFORMERS_NAMES = {
+    "model.embed_tokens.weight": "transformer.wte.weight",
+    "self_attn.q_proj": "attn.c_q",
+    "self_attn.k_proj": "attn.c_k",
+    "self_attn.v_proj": "attn.c_v",
+    "self_attn.o_proj": "attn.c_proj",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+_ENGRAM_KEYS = ("bigram_embed.embed.weight", "bigram_lambdas")
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from .pt through torch's weights-only unpickler (never runs code)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        first_line = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise UnsafeFileError(
+            f"refusing to load {path}: it is not a plain tensor file ({first_line}). Loading a checkpoint never "
+            "runs code from it; re-save the weights as a plain state dict or safetensors."
+        ) from None
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return dict(data)
+
+
+def read_meta(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+
+
+def normalise_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """Strip torch.compile's `_orig_mod.` prefix and map transformers names onto nanochat's."""
+    out = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("_orig_mod.")
+        if layout == "transformers":
+            key = _TRANSFORMERS_NAMES.get(key, key)
+            key = key.replace("model.layers.", "transformer.h.")
+            for theirs, ours in _TRANSFORMERS_NAMES.items():
+                key = key.replace("." + theirs + ".", "." + ours + ".")
+        out[key] = tensor
+    return out
+
+
+def detect_generation(state: dict[str, torch.Tensor], model_config: dict) -> str:
+    """Which nanochat generation wrote these tensors (SPEC-nanochat-compat.md, 'Generations')."""
+    if any(k in state for k in _ENGRAM_KEYS):
+        raise CheckpointError(
+            "this checkpoint has bigram_embed/bigram_lambdas tensors: it is the one-day 'engram' variant of "
+            "nanochat (commit c88bbf8, reverted the next day), which nanochat-py does not run"
+        )
+    if "smear_gate.weight" in state:
+        return "G5"
+    gate = next((t for k, t in state.items() if k.endswith("attn.ve_gate.weight")), None)
+    if gate is not None:
+        if gate.shape[1] == 12:
+            return "G4"
+        return "G3" if model_config.get("softcap") == 20 else "G2"
+    if "resid_lambdas" in state:
+        return "G1w" if model_config.get("window_pattern") else "G1"
+    return "G0"
+
+
+def build_config(files: CheckpointFiles, state: dict[str, torch.Tensor], overrides: dict) -> ModelConfig:
+    meta = read_meta(files.meta)
+    fields = _transformers_fields(meta) if files.layout == "transformers" else dict(meta.get("model_config", {}))
+    known = ModelConfig.__dataclass_fields__
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise CheckpointError(f"unknown config override(s) {', '.join(unknown)}; valid names: {', '.join(known)}")
+    fields = {k: v for k, v in fields.items() if k in known} | overrides
+    generation = fields.pop("generation", None) or detect_generation(state, fields)
+    if generation not in GENERATIONS:
+        raise CheckpointError(f"unknown generation {generation!r}; expected one of {', '.join(GENERATIONS)}")
+    wte = state.get("transformer.wte.weight")
+    c_fc = state.get("transformer.h.0.mlp.c_fc.weight")
+    if wte is not None:
+        fields.setdefault("padded_vocab_size", wte.shape[0])
+    if c_fc is not None:
+        fields.setdefault("mlp_hidden", c_fc.shape[0])
+    missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd", "sequence_len") if k not in fields]
+    if missing:
+        where = files.meta or f"a meta_<step>.json beside {files.weights[0]}"
+        raise CheckpointError(
+            f"the model config lacks {', '.join(missing)}: add them to {where} or pass them as overrides"
+        )
+    try:
+        return config_for(generation, **fields)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"bad model config in {files.meta}: {e}") from None
+
+
+def _transformers_fields(config: dict) -> dict:
+    if config.get("model_type") not in (None, "nanochat"):
+        raise CheckpointError(f"config.json describes a {config.get('model_type')!r} model, not nanochat")
+    rope = config.get("rope_parameters") or {}
+    fields = {
+        "generation": "G0",
+        "vocab_size": config.get("vocab_size"),
+        "n_layer": config.get("num_hidden_layers"),
+        "n_head": config.get("num_attention_heads"),
+        "n_kv_head": config.get("num_key_value_heads") or config.get("num_attention_heads"),
+        "n_embd": config.get("hidden_size"),
+        "mlp_hidden": config.get("intermediate_size"),
+        "sequence_len": config.get("max_position_embeddings"),
+        "rope_base": rope.get("rope_theta", config.get("rope_theta", 10000.0)),
+        "softcap": config.get("final_logit_softcapping"),
+        "norm_eps": config.get("rms_norm_eps", 1e-6),
+    }
+    return {k: v for k, v in fields.items() if v is not None or k == "softcap"}
+
+
+def check_state_dict(expected: dict[str, torch.Size], state: dict[str, torch.Tensor], where: str) -> None:
+    """Raise one error naming every missing, unexpected and mis-shaped tensor."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(
+        f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k])})"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k])
+    )
+    problems = [
+        f"missing tensors: {', '.join(missing)}" if missing else "",
+        f"unexpected tensors: {', '.join(unexpected)}" if unexpected else "",
+        f"mis-shaped tensors: {', '.join(misshaped)}" if misshaped else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise CheckpointError(
+            f"{where} does not match the model its config describes; "
+            + "; ".join(problems)
+            + ". Check that the meta/config file belongs to these weights, or override the config fields."
+        )
+
+
+def save_checkpoint(model, directory: str | Path, step: int = 0, extra_meta: dict | None = None) -> Path:
+    """Write model_<step>.pt + meta_<step>.json (nanochat's layout; meta carries every architecture field)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, directory / f"model_{step:06d}.pt")
+    meta = {"step": step, "model_config": model.config.to_dict(), **(extra_meta or {})}
+    (directory / f"meta_{step:06d}.json").write_text(json.dumps(meta, indent=2))
+    return directory / f"model_{step:06d}.pt"

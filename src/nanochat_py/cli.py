@@ -1,0 +1,127 @@
+"""The `nanochat-py` command line: `nanochat-py chat` (more subcommands arrive with their features)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .chatbot import readable
+from .errors import NanochatError
+
+HELP = "commands: /clear starts a new chat, /quit (or Ctrl-D) exits, Ctrl-C stops a reply"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nanochat-py", description="Run nanochat models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    chat = commands.add_parser("chat", help="chat with a model in the terminal, or answer one prompt (-p)")
+    chat.add_argument(
+        "--source",
+        "-s",
+        default=None,
+        help="checkpoint dir, nanochat base dir, model file, transformers dir or hf:owner/repo[@rev]",
+    )
+    chat.add_argument("-p", "--prompt", default=None, help="answer this one prompt and exit ('-' reads stdin)")
+    chat.add_argument("--system", default=None, help="a system prompt, merged into the first user message")
+    chat.add_argument("--temperature", "-t", type=float, default=0.6, help="0 = greedy (default 0.6)")
+    chat.add_argument("--top-k", "-k", type=int, default=50, help="sample from the k most likely tokens; 0 = off")
+    chat.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (default 1 = off)")
+    chat.add_argument("--max-tokens", "-m", type=int, default=512, help="longest reply in tokens (default 512)")
+    chat.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
+    chat.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    chat.add_argument("--dtype", default=None, help="fp32 or bf16 (default: fp32 on CPU, bf16 on CUDA)")
+    chat.add_argument("--step", default=None, help="checkpoint step inside a checkpoint dir (default: the last)")
+    chat.add_argument("--phase", default=None, help="base, mid, chatsft or chatrl inside a nanochat base dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="nanochat-py: %(message)s", stream=sys.stderr)
+    try:
+        _check_sampling(parser, args)
+        return _chat(args)
+    except NanochatError as e:
+        print(f"nanochat-py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check_sampling(parser: argparse.ArgumentParser, args) -> None:
+    if args.temperature < 0:
+        parser.error("--temperature must be >= 0")
+    if args.top_k < 0:
+        parser.error("--top-k must be >= 0 (0 turns it off)")
+    if not 0 < args.top_p <= 1:
+        parser.error("--top-p must be in (0, 1]")
+    if args.max_tokens < 1:
+        parser.error("--max-tokens must be at least 1")
+
+
+def _chat(args) -> int:
+    from .loader import load
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    bot = load(args.source, device=args.device, dtype=args.dtype, step=args.step, phase=args.phase)
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    if prompt is not None:  # one answer, nothing else on stdout
+        messages = [*history, {"role": "user", "content": prompt}]
+        for text in bot.chat(messages, stream=True, max_tokens=args.max_tokens, **sampling):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    return _interactive(bot, history, args.max_tokens, sampling)
+
+
+def _interactive(bot, system: list[dict], max_tokens: int, sampling: dict) -> int:
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    color = sys.stdout.isatty()
+    dim, bold, reset = ("\033[2m", "\033[1m", "\033[0m") if color else ("", "", "")
+    print(f"{bot!r}\n{HELP}", file=sys.stderr)
+    messages = list(system)
+    while True:
+        try:
+            user = input(f"{bold}you>{reset} ")
+        except EOFError:
+            print()
+            return 0
+        command = user.strip().lower()
+        if command in ("/quit", "/exit", "/q"):
+            return 0
+        if command == "/clear":
+            messages = list(system)
+            print(f"{dim}(new chat){reset}")
+            continue
+        if command in ("/help", "/?"):
+            print(HELP)
+            continue
+        if not user.strip():
+            continue
+        messages.append({"role": "user", "content": user})
+        parts: list[dict] = []
+        sys.stdout.write(f"{bold}bot>{reset} ")
+        try:
+            for text in readable(_kept(bot.reply(messages, max_tokens=max_tokens, **sampling), parts)):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.stdout.write(f"{dim} (stopped){reset}")
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": parts or ""})
+
+
+def _kept(pieces, parts: list[dict]):
+    """Pass reply pieces through, keeping them as assistant content parts for the chat history."""
+    for piece in pieces:
+        if parts and parts[-1]["type"] == piece.kind:
+            parts[-1]["text"] += piece.text
+        else:
+            parts.append({"type": piece.kind, "text": piece.text})
+        yield piece
+
+
+if __name__ == "__main__":
+    sys.exit(main())

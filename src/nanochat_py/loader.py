@@ -1,0 +1,107 @@
+"""nanochat_py.load(): source -> files -> tensors + config -> model on a device -> Chatbot."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .chatbot import Chatbot
+from .checkpoint import build_config, check_state_dict, normalise_keys, read_tensors
+from .errors import CheckpointError, NanochatError
+from .model import GPT
+from .sources import default_base_dir, resolve
+from .tokenizer import Tokenizer, load_tokenizer
+
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """fp32 on CPU and MPS by default (exact, and bf16 files are upcast); bf16 on CUDA."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype.lower()]
+    except KeyError:
+        raise NanochatError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16") from None
+
+
+def load(
+    source: str | os.PathLike | None = None,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = None,
+    *,
+    phase: str | None = None,
+    tag: str | None = None,
+    step: int | str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    **overrides,
+) -> Chatbot:
+    """Load any nanochat checkpoint (see the README for the accepted sources) ready to chat.
+
+    phase/tag/step pick a checkpoint inside a nanochat base dir; `tokenizer` points at one explicitly;
+    any other keyword overrides a ModelConfig field (e.g. softcap=20 for a G3 checkpoint).
+    """
+    if source is None:
+        source = _default_source()
+    files = resolve(source, phase=phase, tag=tag, step=step)
+    state: dict[str, torch.Tensor] = {}
+    for path in files.weights:
+        state.update(normalise_keys(read_tensors(path), files.layout))
+    config = build_config(files, state, overrides)
+    where = ", ".join(str(p) for p in files.weights)
+
+    device = pick_device(device)
+    dtype = pick_dtype(dtype, device)
+    with torch.device("meta"):
+        model = GPT(config)
+    check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, where)
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval().requires_grad_(False)
+
+    tok_path = tokenizer or files.tokenizer
+    if tok_path is None:
+        raise CheckpointError(f"no tokenizer.pkl or tokenizer.json found for {where}; pass tokenizer=PATH")
+    tok = load_tokenizer(tok_path)
+    _check_vocab(tok, config.vocab_size, config.padded_vocab_size, tok_path, where)
+    return Chatbot(model, tok, str(source))
+
+
+def _check_vocab(tok: Tokenizer, vocab_size: int, padded: int, tok_path, where: str) -> None:
+    if tok.vocab_size != vocab_size:
+        raise CheckpointError(
+            f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model {where} was built for {vocab_size}: "
+            "they do not belong together; pass the model's own tokenizer"
+        )
+    if vocab_size > padded:
+        raise CheckpointError(f"{where}: vocab_size {vocab_size} is larger than the embedding table ({padded} rows)")
+
+
+def _default_source() -> str:
+    base = default_base_dir()
+    if any(base.glob("*_checkpoints")):
+        return str(base)
+    raise CheckpointError(
+        f"no source given and no nanochat checkpoints in {base} ($NANOCHAT_BASE_DIR): pass a source, e.g. "
+        "hf:karpathy/nanochat-d32 or a checkpoint directory"
+    )

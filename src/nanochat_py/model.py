@@ -1,0 +1,206 @@
+"""One GPT module that runs every nanochat generation, driven by ModelConfig.
+
+Parameter names match nanochat's own state dicts (`transformer.h.0.attn.c_q.weight`, ...), so a native
+checkpoint loads with a strict `load_state_dict` and saves back in the same layout. A parameter exists
+only when its generation has it, so a missing or extra tensor is always an error, never silently zero.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .kv_cache import KVCache
+
+
+def rms_norm(x: torch.Tensor, eps: float | None) -> torch.Tensor:
+    """RMSNorm without a weight; eps=None uses the dtype's machine epsilon, exactly as nanochat does."""
+    return F.rms_norm(x, (x.size(-1),), eps=eps)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """nanochat's RoPE: rotate the two halves of each head by -theta (x: [B, T, heads, d])."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos], dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.config = config
+        self.layer = layer
+        c, d = config.n_embd, config.head_dim
+        self.c_q = nn.Linear(c, config.n_head * d, bias=False)
+        self.c_k = nn.Linear(c, config.n_kv_head * d, bias=False)
+        self.c_v = nn.Linear(c, config.n_kv_head * d, bias=False)
+        self.c_proj = nn.Linear(c, c, bias=False)
+        if config.has_value_embed(layer):
+            self.ve_gate = nn.Linear(config.ve_gate_channels, config.n_kv_head, bias=False)
+
+    def forward(self, x, value_embed, rope, attend, cache: KVCache | None) -> torch.Tensor:
+        cfg = self.config
+        B, T, _ = x.shape
+        q = self.c_q(x).view(B, T, cfg.n_head, cfg.head_dim)
+        k = self.c_k(x).view(B, T, cfg.n_kv_head, cfg.head_dim)
+        v = self.c_v(x).view(B, T, cfg.n_kv_head, cfg.head_dim)
+        if value_embed is not None:
+            # value residual: a per-kv-head gate, computed from the first channels of the attention input
+            gate = cfg.ve_gate_scale * torch.sigmoid(self.ve_gate(x[..., : cfg.ve_gate_channels]))
+            v = v + gate.unsqueeze(-1) * value_embed.view(B, T, cfg.n_kv_head, cfg.head_dim)
+        cos, sin = rope
+        q = rms_norm(apply_rotary(q, cos, sin), cfg.norm_eps)
+        k = rms_norm(apply_rotary(k, cos, sin), cfg.norm_eps)
+        if cfg.qk_scale != 1.0:  # sharper attention (G4, G5)
+            q, k = q * cfg.qk_scale, k * cfg.qk_scale
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, d]
+        if cache is not None:
+            k, v = cache.write(self.layer, k, v)
+        first_key, mask, is_causal = attend
+        y = F.scaled_dot_product_attention(
+            q,
+            k[:, :, first_key:],
+            v[:, :, first_key:],
+            attn_mask=mask,
+            is_causal=is_causal,
+            enable_gqa=cfg.n_kv_head != cfg.n_head,
+        )
+        return self.c_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
+        self.c_proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.eps = config.norm_eps
+        self.attn = CausalSelfAttention(config, layer)
+        self.mlp = MLP(config)
+
+    def forward(self, x, value_embed, rope, attend, cache) -> torch.Tensor:
+        x = x + self.attn(rms_norm(x, self.eps), value_embed, rope, attend, cache)
+        return x + self.mlp(rms_norm(x, self.eps))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        vp, c, n_layer = config.padded_vocab_size, config.n_embd, config.n_layer
+        self.transformer = nn.ModuleDict(
+            {"wte": nn.Embedding(vp, c), "h": nn.ModuleList(Block(config, i) for i in range(n_layer))}
+        )
+        self.lm_head = nn.Linear(c, vp, bias=False)
+        if config.resid_lambdas:
+            self.resid_lambdas = nn.Parameter(torch.ones(n_layer))
+            self.x0_lambdas = nn.Parameter(torch.zeros(n_layer))
+        if config.value_embeds:
+            kv_dim = config.n_kv_head * config.head_dim
+            layers = [i for i in range(n_layer) if config.has_value_embed(i)]
+            self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(vp, kv_dim) for i in layers})
+        if config.smear:
+            self.smear_gate = nn.Linear(config.smear_channels, 1, bias=False)
+            self.smear_lambda = nn.Parameter(torch.zeros(1))
+        if config.backout:
+            self.backout_lambda = nn.Parameter(torch.zeros(1))
+        self.window_sizes = config.window_sizes()
+        self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def new_cache(self, batch_size: int, capacity: int) -> KVCache:
+        cfg = self.config
+        return KVCache(cfg.n_layer, batch_size, cfg.n_kv_head, cfg.head_dim, capacity, self.device, self.dtype)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        """idx [B, T] -> float32 logits [B, T, vocab_size] (or [B, 1, vocab] with last_only).
+
+        With a cache, idx continues the sequence already in it and the cache advances by T.
+        """
+        cfg = self.config
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        x = rms_norm(self.transformer.wte(idx).to(self.dtype), cfg.norm_eps)
+        if cfg.smear:
+            x = self._smear(x, cache)
+        x0 = x
+        rope = self._rope(start, T, x.dtype)
+        attends = {w: self._attend(start, T, w) for w in set(self.window_sizes)}
+        backout_at = cfg.n_layer // 2 if cfg.backout else -1
+        for i, block in enumerate(self.transformer.h):
+            if cfg.resid_lambdas:
+                x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
+            value_embed = self.value_embeds[str(i)](idx).to(x.dtype) if cfg.has_value_embed(i) else None
+            x = block(x, value_embed, rope, attends[self.window_sizes[i]], cache)
+            if i == backout_at:
+                x_mid = x
+        if cfg.backout:
+            x = x - self.backout_lambda.to(x.dtype) * x_mid  # remove the mid-layer residual before the head
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(rms_norm(x, cfg.norm_eps))[..., : cfg.vocab_size].float()
+        if cfg.softcap:
+            logits = cfg.softcap * torch.tanh(logits / cfg.softcap)
+        return logits
+
+    def _smear(self, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """G5: mix each token's (un-smeared) predecessor embedding into it, gated by the token itself."""
+        cfg = self.config
+        prev = cache.prev_embedding if cache is not None else None
+        if prev is None:
+            prev = torch.zeros_like(x[:, :1])  # the first token of a sequence has nothing to mix in
+        shifted = torch.cat([prev, x[:, :-1]], dim=1)
+        if cache is not None:
+            cache.prev_embedding = x[:, -1:]
+        gate = self.smear_lambda.to(x.dtype) * torch.sigmoid(self.smear_gate(x[..., : cfg.smear_channels]))
+        return x + gate * shifted
+
+    def _attend(self, start: int, T: int, window: int | None):
+        """(first cached key to read, boolean mask or None, is_causal) for queries start..start+T-1."""
+        first_key = 0 if window is None else max(0, start - window)
+        if T == 1:
+            return first_key, None, False  # one query sees every key from first_key on
+        if start == 0 and (window is None or window >= T - 1):
+            return 0, None, True
+        q_pos = torch.arange(start, start + T, device=self.device)[:, None]
+        k_pos = torch.arange(first_key, start + T, device=self.device)[None, :]
+        mask = k_pos <= q_pos
+        if window is not None:
+            mask &= k_pos >= q_pos - window
+        return first_key, mask, False
+
+    def _rope(self, start: int, T: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for positions start..start+T-1, shaped [1, T, 1, head_dim/2]; the table grows on demand."""
+        needed = start + T
+        if (
+            self._rope_table is None
+            or self._rope_table[0].shape[0] < needed
+            or self._rope_table[0].device != self.device
+        ):
+            length = max(needed, self.config.sequence_len)
+            d = self.config.head_dim
+            # same float32 arithmetic as the reference so the angles match bit for bit
+            channels = torch.arange(0, d, 2, dtype=torch.float32, device=self.device)
+            inv_freq = 1.0 / (self.config.rope_base ** (channels / d))
+            angles = torch.outer(torch.arange(length, dtype=torch.float32, device=self.device), inv_freq)
+            self._rope_table = (angles.cos(), angles.sin())
+        cos, sin = (t[start:needed].to(dtype)[None, :, None, :] for t in self._rope_table)
+        return cos, sin
