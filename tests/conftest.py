@@ -1,0 +1,50 @@
+"""Shared test helpers: fixture paths and small random models of any generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanochat_py.config import config_for
+from nanochat_py.model import GPT
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PARITY = FIXTURES / "parity"
+G0 = PARITY / "g_2c4473d"
+G5 = PARITY / "g_92d63d4"
+TOKENIZER_65K = FIXTURES / "tokenizer-65k" / "tokenizer.pkl"
+
+
+def parity_dirs() -> list[Path]:
+    return sorted(p for p in PARITY.iterdir() if (p / "expected.json").is_file())
+
+
+def expected(fixture: Path) -> dict:
+    return json.loads((fixture / "expected.json").read_text())
+
+
+SMALL = dict(sequence_len=256, vocab_size=1024, n_layer=4, n_head=4, n_kv_head=2, n_embd=64)
+
+
+def random_model(generation: str, seed: int = 0, **fields) -> GPT:
+    """A small model of `generation` whose every parameter (lambdas and gates included) is random and non-zero."""
+    fields = {**SMALL, **({"window_pattern": "SSL"} if generation not in ("G0", "G1") else {}), **fields}
+    torch.manual_seed(seed)
+    model = GPT(config_for(generation, **fields))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lambda" in name:
+                p.uniform_(0.3, 1.2)
+            elif p.dim() == 2 and "wte" not in name and "value_embeds" not in name:
+                p.normal_(0.0, 1.0 / p.shape[1] ** 0.5)
+            else:
+                p.normal_(0.0, 1.0)
+    return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
