@@ -38,18 +38,32 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         except Exception as e:
             raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        data = _torch_load(path)
     except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise UnsafeFileError(
-            f"refusing to load {path}: it is not a plain tensor file ({first_line}). Loading a checkpoint never "
-            "runs code from it; re-save the weights as a plain state dict or safetensors."
+            f"refusing to load {path}: it is not a plain tensor file ({_refusal_reason(e)}). Loading a checkpoint "
+            "never runs code from it; re-save the weights as a plain state dict or safetensors."
         ) from None
     except Exception as e:
         raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {e}") from None
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return dict(data)
+
+
+def _torch_load(path: Path):
+    """weights_only load, memory-mapped where the file format allows it (zip files since torch 1.6)."""
+    import zipfile
+
+    mmap = zipfile.is_zipfile(path)
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _refusal_reason(error: Exception) -> str:
+    """The line of torch's weights-only error that names what the file asked for (e.g. 'GLOBAL posix.system')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "global" in line]
+    return (named or lines or [type(error).__name__])[0]
 
 
 def read_meta(path: Path | None) -> dict:

@@ -32,17 +32,19 @@ def messages_of(conv) -> list[dict]:
 
 def merge_system(messages: list[dict]) -> list[dict]:
     """Fold a leading system message into the first user message, as nanochat does; check the roles."""
+    original = messages
     if messages[0]["role"] == "system":
         if len(messages) < 2 or messages[1]["role"] != "user":
             raise ConversationError("a system message must be followed by a user message")
         system = _text_of(messages[0], 0)
         first = {"role": "user", "content": system + "\n\n" + _text_of(messages[1], 1)}
         messages = [first, *messages[2:]]
+    offset = len(original) - len(messages)  # report indexes as the caller numbered them
     for i, m in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if m["role"] != expected:
             raise ConversationError(
-                f"message {i} has role {m['role']!r} but should be {expected!r}: after an optional system "
+                f"message {i + offset} has role {m['role']!r} but should be {expected!r}: after an optional system "
                 "message, roles must alternate user, assistant, user, ..."
             )
     return messages
@@ -50,7 +52,9 @@ def merge_system(messages: list[dict]) -> list[dict]:
 
 def render_conversation(tok: Tokenizer, conv, max_tokens: int | None = None) -> tuple[list[int], list[int]]:
     """Token ids of the conversation and a mask that is 1 where the assistant's own tokens are."""
-    messages = merge_system(messages_of(conv))
+    original = messages_of(conv)
+    messages = merge_system(original)
+    offset = len(original) - len(messages)
     ids, mask = [tok.bos_token_id], [0]
 
     def add(token_ids: list[int], value: int) -> None:
@@ -59,10 +63,11 @@ def render_conversation(tok: Tokenizer, conv, max_tokens: int | None = None) -> 
 
     for i, message in enumerate(messages):
         if message["role"] == "user":
-            add([tok.special("<|user_start|>"), *tok.encode(_text_of(message, i)), tok.special("<|user_end|>")], 0)
+            text = tok.encode(_text_of(message, i + offset))
+            add([tok.special("<|user_start|>"), *text, tok.special("<|user_end|>")], 0)
             continue
         add([tok.special("<|assistant_start|>")], 0)
-        for part in _parts_of(message, i):
+        for part in _parts_of(message, i + offset):
             text_ids = tok.encode(part["text"])
             if part["type"] == "text":
                 add(text_ids, 1)

@@ -43,19 +43,13 @@ class Tokenizer:
     @classmethod
     def from_pickle(cls, path: str | Path) -> Tokenizer:
         state = read_tiktoken_state(path)
-        enc = tiktoken.Encoding(
-            name=str(state.get("name", "nanochat")),
-            pat_str=state["pat_str"],
-            mergeable_ranks=state["mergeable_ranks"],
-            special_tokens=state["special_tokens"],
-        )
-        return cls(enc, str(path))
+        return cls(_encoding(path, str(state.get("name", "nanochat")), state["pat_str"], state["mergeable_ranks"],
+                             state["special_tokens"]), str(path))  # fmt: skip
 
     @classmethod
     def from_tokenizer_json(cls, path: str | Path) -> Tokenizer:
         ranks, specials, pattern = _read_tokenizer_json(Path(path))
-        enc = tiktoken.Encoding(name="nanochat", pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
-        return cls(enc, str(path))
+        return cls(_encoding(path, "nanochat", pattern, ranks, specials), str(path))
 
     # --- basics -------------------------------------------------------------------------------------------
     @property
@@ -110,6 +104,13 @@ class StreamDecoder:
         return self._utf8.decode(b"", final=True)
 
 
+def _encoding(path, name: str, pattern: str, ranks: dict[bytes, int], specials: dict[str, int]) -> tiktoken.Encoding:
+    try:
+        return tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
+    except ValueError as e:  # a split regex that does not compile, no merges, overlapping ids...
+        raise NanochatError(f"{path} holds an unusable tokenizer: {e}") from None
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """tokenizer.pkl, tokenizer.json, or a directory holding one of them."""
     path = Path(path).expanduser()
@@ -144,6 +145,8 @@ def _read_tokenizer_json(path: Path) -> tuple[dict[bytes, int], dict[str, int], 
         model = data["model"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise NanochatError(f"cannot read {path} as a tokenizer.json: {e}") from None
+    if not isinstance(model, dict) or not isinstance(model.get("vocab"), dict):
+        raise NanochatError(f"{path}: 'model' must be an object with a 'vocab'; this is not a BPE tokenizer.json")
     if model.get("type") != "BPE":
         raise NanochatError(f"{path} holds a {model.get('type')} tokenizer; nanochat models use byte-level BPE")
     specials = {t["content"]: t["id"] for t in data.get("added_tokens", []) if t.get("special")}

@@ -20,7 +20,7 @@ _STRING = r"""(?:"(?P<{0}2>[^"\\]*)"|'(?P<{0}1>[^'\\]*)')"""  # no escapes: they
 _COUNT_CALL = re.compile(
     r"\s*" + _STRING.format("text") + r"\s*\.\s*count\s*\(\s*" + _STRING.format("sub") + r"\s*\)\s*"
 )
-_TOKEN = re.compile(r"\s*(?:(?P<num>\d+\.?\d*|\.\d+)|(?P<op>//|\*\*|[-+*/()]))")
+_TOKEN = re.compile(r" *(?:(?P<num>[0-9]+\.?[0-9]*|\.[0-9]+)|(?P<op>//|\*\*|[-+*/()]))")  # ASCII only, as Python
 
 
 class _Refused(Exception):
@@ -55,7 +55,7 @@ class _Arithmetic:
     def _tokenize(text: str) -> list[str]:
         tokens, pos = [], 0
         while pos < len(text):
-            if text[pos:].strip() == "":
+            if text[pos:].strip(" ") == "":
                 break
             m = _TOKEN.match(text, pos)
             if not m or m["op"] == "**":
