@@ -9,7 +9,6 @@ its keys alone (G3's softcap) still runs exactly.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 GENERATIONS = ("G0", "G1", "G1w", "G2", "G3", "G4", "G5")
@@ -89,9 +88,9 @@ def short_window_for(generation: str, sequence_len: int) -> int | None:
     if generation in ("G1w", "G2", "G3"):
         return sequence_len // 2
     if generation == "G4":
-        return math.ceil(sequence_len / 3 / 128) * 128
+        return -(-sequence_len // (3 * 128)) * 128  # ceil(T / 3 / 128) * 128 in exact integer arithmetic
     if generation == "G5":
-        return math.ceil(sequence_len / 4 / 128) * 128
+        return -(-sequence_len // (4 * 128)) * 128
     return None
 
 
