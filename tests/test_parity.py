@@ -46,17 +46,21 @@ def test_greedy_generations_match_reference(fixture):
             assert bot.generate(gen["prompt"], max_tokens=len(gen["completion"]), temperature=0) == ref
 
 
+# the two shared fixtures were delivered with a wrong render_ids field (the first 180 ids of seq200)
+WRONG_RENDER_IDS = {"g_2c4473d", "g_92d63d4"}
+GENERATION_OF_SHARED = {"g_2c4473d": "G0", "g_92d63d4": "G5"}  # the others say so in expected.json
+
+
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.name)
 def test_chat_rendering_and_encodings_match_reference(fixture):
     want = expected(fixture)
     tok = nc.load_tokenizer(fixture / "model")
     ids, mask = tok.render_conversation(want["conversation"])
     assert mask == want["render_mask"]
-    # the fixtures' render_ids field holds the wrong list (seq200's ids); the chat prompt is the same render
-    # plus <|assistant_start|>, produced by the reference's render_for_completion
+    # the chat prompt is the reference's render_for_completion of the same conversation
     prompt = want["generations"]["chat"]["prompt"]
     assert tok.render_for_completion(want["conversation"]) == prompt
-    assert ids == prompt[:-1]
+    assert ids == (prompt[:-1] if fixture.name in WRONG_RENDER_IDS else want["render_ids"])
     for text, ids in want["encodings"].items():
         assert tok.encode(text) == ids
     assert tok.bos_token_id == want["bos"]
@@ -65,8 +69,5 @@ def test_chat_rendering_and_encodings_match_reference(fixture):
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.name)
 def test_generation_is_detected(fixture):
-    bot = _load(fixture)
-    label = expected(fixture).get("generation")
-    if label:
-        assert bot.config.generation == label
-    assert bot.config.generation in ("G0", "G1", "G1w", "G2", "G3", "G4", "G5")
+    want = expected(fixture).get("generation") or GENERATION_OF_SHARED[fixture.name]
+    assert _load(fixture).config.generation == want
