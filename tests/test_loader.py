@@ -147,6 +147,17 @@ def test_files_to_fetch_takes_only_what_a_load_needs():
     assert sorted(hub.files_to_fetch(hf_names)) == ["config.json", "model.safetensors", "tokenizer.json"]
     with pytest.raises(nc.CheckpointError, match="no nanochat checkpoint"):
         hub.files_to_fetch(["README.md"])
+    nested = ["README.md", "tokenizer/tokenizer.pkl", "chatsft_checkpoints/d32/model_000650.pt",
+              "chatsft_checkpoints/d32/meta_000650.json", "chatsft_checkpoints/d12/model_000700.pt",
+              "base_checkpoints/d32/model_021400.pt"]  # fmt: skip
+    assert hub.files_to_fetch(nested) == [
+        "chatsft_checkpoints/d32/model_000650.pt",
+        "chatsft_checkpoints/d32/meta_000650.json",
+        "tokenizer/tokenizer.pkl",
+    ]
+    assert hub.files_to_fetch(["tokenizer/tokenizer.pkl", "model_000001.pt", "meta_000001.json"])[2] == (
+        "tokenizer/tokenizer.pkl"
+    )
 
 
 def make_hf_cache(cache: Path, repo: str, files: dict[str, Path], revision: str = "main") -> Path:
@@ -248,6 +259,14 @@ def test_unknown_override_and_bad_dtype_are_refused():
         nc.load(G0 / "model", device="cpu", softcapp=20)
     with pytest.raises(nc.NanochatError, match="unknown dtype"):
         nc.load(G0 / "model", device="cpu", dtype="fp8")
+    with pytest.raises(nc.NanochatError, match="unknown device 'gpu0'"):
+        nc.load(G0 / "model", device="gpu0")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_a_clear_error():
+    with pytest.raises(nc.NanochatError, match="sees no CUDA GPU"):
+        nc.load(G0 / "model", device="cuda")
 
 
 def test_meta_without_shapes_names_the_file(tmp_path):

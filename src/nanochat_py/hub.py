@@ -6,10 +6,11 @@ progress bars. Once cached, a source loads with no network (HF_HUB_OFFLINE=1 or 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import CheckpointError
-from .sources import meta_name_for, pick_model_file
+from .sources import PHASES, meta_name_for, pick_model_file
 
 
 def parse(spec: str) -> tuple[str, str | None]:
@@ -20,12 +21,19 @@ def parse(spec: str) -> tuple[str, str | None]:
 
 
 def files_to_fetch(names: list[str], step=None) -> list[str]:
-    """The subset of a repo's files one load needs."""
-    model = pick_model_file(names, step)
-    if model is not None:  # nanochat's own layout: exact, and what nanochat repos ship
-        wanted = [model, meta_name_for(model)]
-        tokenizer = ["tokenizer.pkl"] if "tokenizer.pkl" in names else ["tokenizer.json"]
-        return [n for n in wanted + tokenizer if n in names]
+    """The subset of a repo's files one load needs, the model file first.
+
+    nanochat repos hold model_<step>.pt, meta_<step>.json and tokenizer.pkl at the top, or the same in
+    sub-folders laid out like a nanochat base dir (tokenizer/, *_checkpoints/<tag>/).
+    """
+    folders = sorted({n.rpartition("/")[0] for n in names}, key=_folder_preference)
+    for folder in folders:
+        prefix = folder + "/" if folder else ""
+        here = [n[len(prefix) :] for n in names if n.startswith(prefix) and "/" not in n[len(prefix) :]]
+        model = pick_model_file(here, step)
+        if model is not None:  # nanochat's own layout: exact, and what nanochat repos ship
+            meta = [prefix + meta_name_for(model)] if prefix + meta_name_for(model) in names else []
+            return [prefix + model, *meta, *_tokenizer_near(prefix, names)]
     if "config.json" in names:
         weights = [n for n in names if n.endswith(".safetensors") and "/" not in n]
         extras = ["config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer.pkl"]
@@ -33,6 +41,23 @@ def files_to_fetch(names: list[str], step=None) -> list[str]:
     raise CheckpointError(
         "no nanochat checkpoint in this repo: expected model_<step>.pt + meta json, or config.json + *.safetensors"
     )
+
+
+def _folder_preference(folder: str) -> tuple:
+    """Shallow folders first, then the phase and largest d<N> tag a local base dir would pick."""
+    phase = next((i for i, p in enumerate(PHASES) if f"{p}_checkpoints" in folder.split("/")), len(PHASES))
+    depth = re.search(r"(?:^|/)d(\d+)$", folder)
+    return folder.count("/"), phase, -int(depth.group(1)) if depth else 0, folder
+
+
+def _tokenizer_near(prefix: str, names: list[str]) -> list[str]:
+    """The tokenizer sources.find_tokenizer will look for: beside the model, in tokenizer/, or <base>/tokenizer/."""
+    base = "/".join(prefix.rstrip("/").split("/")[:-2])
+    for folder in (prefix, prefix + "tokenizer/", base + "/tokenizer/" if base else "tokenizer/"):
+        for name in ("tokenizer.pkl", "tokenizer.json"):
+            if folder + name in names:
+                return [folder + name]
+    return []
 
 
 def download(spec: str, step=None) -> Path:
@@ -45,7 +70,7 @@ def download(spec: str, step=None) -> Path:
         try:
             names = hf.list_repo_files(repo, revision=revision)
             paths = [hf.hf_hub_download(repo, name, revision=revision) for name in files_to_fetch(names, step)]
-            return Path(paths[0]).parent
+            return Path(paths[0]).parent  # the model's folder: resolve() finds meta and tokenizer from there
         except CheckpointError:
             raise
         except Exception as e:  # offline, DNS, proxy, 5xx: fall back to the cache below

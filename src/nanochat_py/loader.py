@@ -30,7 +30,15 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise NanochatError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NanochatError("--device cuda was asked for, but this PyTorch build sees no CUDA GPU; use cpu or auto")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise NanochatError("--device mps was asked for, but MPS is not available here; use cpu or auto")
+    return device
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
