@@ -76,3 +76,25 @@ def test_full_cache_refuses_more_tokens():
         model(torch.zeros(1, 8, dtype=torch.long), cache=cache)
         with pytest.raises(ValueError, match="KV cache is full"):
             model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
+
+
+@pytest.mark.parametrize(("generation", "fields"), CASES, ids=IDS)
+@torch.no_grad()
+def test_rows_at_different_positions_decode_like_separate_sequences(generation, fields):
+    """Per-row mode (a server batching unrelated chats): every row matches its own cache-free forward."""
+    model = random_model(generation, **fields)
+    lengths = [5, 140, 31]  # one row starts past the 128-token short window
+    seqs = [torch.randint(0, model.config.vocab_size, (1, n + 12)) for n in lengths]
+    slots = model.new_cache(4, 200, per_row=True)  # one spare row stays empty
+    for row, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
+        prefill = model.new_cache(1, n)
+        model(seq[:, :n], cache=prefill)
+        slots.load_row(row, prefill)
+    view = slots.rows(3)
+    for step in range(12):
+        column = torch.cat([seq[:, n + step : n + step + 1] for seq, n in zip(seqs, lengths, strict=True)])
+        out = model(column, cache=view)[:, -1]
+        for row, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
+            full = model(seq[:, : n + step + 1])[:, -1]
+            torch.testing.assert_close(out[row : row + 1], full, atol=1e-4, rtol=0, msg=f"row {row} step {step}")
+    assert slots.row_pos.tolist() == [n + 12 for n in lengths] + [0]

@@ -1,8 +1,13 @@
 """A preallocated key/value cache, written in place, one slot per layer.
 
-All rows of a batch share one position (several samples of one prompt, or a batch that was prefilled
-together). Keys and values are stored as [B, n_kv_head, capacity, head_dim] so attention reads them with
-no copy; sliding-window layers read only the last `window + 1` positions.
+Keys and values are stored as [B, n_kv_head, capacity, head_dim] so attention reads them with no copy;
+sliding-window layers read only the last `window + 1` positions.
+
+Two ways to use it:
+- shared position (`pos`): every row is at the same position, e.g. several samples of one prompt;
+- per-row positions (`per_row=True`): each row is a separate sequence at its own position, as when a
+  server decodes many conversations together. Rows are filled with `load_row` from a prefilled cache and
+  then advance one token per step.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ class KVCache:
         capacity: int,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        per_row: bool = False,
     ):
         shape = (n_layer, batch_size, n_kv_head, capacity, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.pos = 0  # number of positions already written
+        self.pos = 0  # positions written, when all rows share one position
+        self.row_pos = torch.zeros(batch_size, dtype=torch.long, device=device) if per_row else None
+        self.row_end = 0  # 1 + the largest row position this step (per-row mode)
         self.prev_embedding: torch.Tensor | None = None  # last un-smeared token embedding (G5 smear)
 
     @property
@@ -35,8 +43,20 @@ class KVCache:
     def batch_size(self) -> int:
         return self.k.shape[1]
 
+    def begin_row_step(self) -> torch.Tensor:
+        """Per-row mode: the positions this step writes, one per row (computed once per forward)."""
+        self.row_end = int(self.row_pos.max()) + 1
+        if self.row_end > self.capacity:
+            raise ValueError(f"KV cache is full: position {self.row_end - 1} needed, capacity {self.capacity}")
+        return self.row_pos
+
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v ([B, G, T, d]) at the current position; return every cached key/value up to them."""
+        """Store k, v ([B, G, T, d]) at the current position(s); return every cached key/value up to them."""
+        if self.row_pos is not None:
+            rows = torch.arange(k.shape[0], device=k.device)
+            self.k[layer, rows, :, self.row_pos] = k[:, :, 0]
+            self.v[layer, rows, :, self.row_pos] = v[:, :, 0]
+            return self.k[layer, :, :, : self.row_end], self.v[layer, :, :, : self.row_end]
         end = self.pos + k.shape[2]
         if end > self.capacity:
             raise ValueError(f"KV cache is full: {end} positions needed, capacity {self.capacity}")
@@ -45,7 +65,16 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
     def advance(self, n: int) -> None:
-        self.pos += n
+        if self.row_pos is not None:
+            self.row_pos += n
+        else:
+            self.pos += n
+
+    def set_prev_embedding(self, x: torch.Tensor) -> None:
+        if self.prev_embedding is not None and self.row_pos is not None:
+            self.prev_embedding.copy_(x)  # in place: a row view must update the cache it was taken from
+        else:
+            self.prev_embedding = x
 
     def expand(self, batch_size: int, capacity: int | None = None) -> KVCache:
         """A new cache of `batch_size` rows, each a copy of row 0 of this one (prefill once, sample many)."""
@@ -58,3 +87,27 @@ class KVCache:
         if self.prev_embedding is not None:
             out.prev_embedding = self.prev_embedding[:1].expand(batch_size, -1, -1).clone()
         return out
+
+    # --- per-row mode ---------------------------------------------------------------------------------
+    def load_row(self, row: int, prefilled: KVCache) -> None:
+        """Put a batch-1, shared-position cache (a prefilled prompt) into `row`, which then continues it."""
+        n = prefilled.pos
+        if n >= self.capacity:
+            raise ValueError(f"a {n}-token prompt does not fit a {self.capacity}-position cache")
+        self.k[:, row, :, :n] = prefilled.k[:, 0, :, :n]
+        self.v[:, row, :, :n] = prefilled.v[:, 0, :, :n]
+        self.row_pos[row] = n
+        if prefilled.prev_embedding is not None:
+            if self.prev_embedding is None:
+                c = prefilled.prev_embedding.shape[-1]
+                self.prev_embedding = self.k.new_zeros(self.batch_size, 1, c)
+            self.prev_embedding[row] = prefilled.prev_embedding[0]
+
+    def rows(self, n: int) -> KVCache:
+        """A view of the first n rows that reads and writes this cache's memory (no copy)."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v, view.pos = self.k[:, :n], self.v[:, :n], 0
+        view.row_pos = self.row_pos[:n]
+        view.row_end = 0
+        view.prev_embedding = self.prev_embedding[:n] if self.prev_embedding is not None else None
+        return view

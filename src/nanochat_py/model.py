@@ -124,24 +124,33 @@ class GPT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.lm_head.weight.dtype
 
-    def new_cache(self, batch_size: int, capacity: int) -> KVCache:
+    def new_cache(self, batch_size: int, capacity: int, per_row: bool = False) -> KVCache:
         cfg = self.config
-        return KVCache(cfg.n_layer, batch_size, cfg.n_kv_head, cfg.head_dim, capacity, self.device, self.dtype)
+        shape = (cfg.n_layer, batch_size, cfg.n_kv_head, cfg.head_dim, capacity)
+        return KVCache(*shape, device=self.device, dtype=self.dtype, per_row=per_row)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """idx [B, T] -> float32 logits [B, T, vocab_size] (or [B, 1, vocab] with last_only).
 
-        With a cache, idx continues the sequence already in it and the cache advances by T.
+        With a cache, idx continues the sequence already in it and the cache advances by T. A per-row cache
+        takes one token per row (T = 1), each row at its own position.
         """
         cfg = self.config
         B, T = idx.shape
-        start = cache.pos if cache is not None else 0
         x = rms_norm(self.transformer.wte(idx).to(self.dtype), cfg.norm_eps)
         if cfg.smear:
             x = self._smear(x, cache)
         x0 = x
-        rope = self._rope(start, T, x.dtype)
-        attends = {w: self._attend(start, T, w) for w in set(self.window_sizes)}
+        if cache is not None and cache.row_pos is not None:
+            if T != 1:
+                raise ValueError("a per-row KV cache decodes one token per row at a time")
+            positions = cache.begin_row_step()
+            rope = self._rope_at(positions, x.dtype)
+            attends = {w: self._attend_rows(positions, cache.row_end, w) for w in set(self.window_sizes)}
+        else:
+            start = cache.pos if cache is not None else 0
+            rope = self._rope(start, T, x.dtype)
+            attends = {w: self._attend(start, T, w) for w in set(self.window_sizes)}
         backout_at = cfg.n_layer // 2 if cfg.backout else -1
         for i, block in enumerate(self.transformer.h):
             if cfg.resid_lambdas:
@@ -169,7 +178,7 @@ class GPT(nn.Module):
             prev = torch.zeros_like(x[:, :1])  # the first token of a sequence has nothing to mix in
         shifted = torch.cat([prev, x[:, :-1]], dim=1)
         if cache is not None:
-            cache.prev_embedding = x[:, -1:]
+            cache.set_prev_embedding(x[:, -1:])
         gate = self.smear_lambda.to(x.dtype) * torch.sigmoid(self.smear_gate(x[..., : cfg.smear_channels]))
         return x + gate * shifted
 
@@ -187,9 +196,28 @@ class GPT(nn.Module):
             mask &= k_pos >= q_pos - window
         return first_key, mask, False
 
+    def _attend_rows(self, positions: torch.Tensor, end: int, window: int | None):
+        """Per-row decode: each row's one query sees its own keys (a [B, 1, 1, end] mask)."""
+        k_pos = torch.arange(end, device=self.device)[None, :]
+        q_pos = positions[:, None]
+        mask = k_pos <= q_pos
+        if window is not None:
+            mask &= k_pos >= q_pos - window
+        return 0, mask[:, None, None, :], False
+
+    def _rope_at(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for one position per row, shaped [B, 1, 1, head_dim/2]."""
+        self._rope_table_for(int(positions.max()) + 1)
+        return tuple(t[positions].to(dtype)[:, None, None, :] for t in self._rope_table)
+
     def _rope(self, start: int, T: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for positions start..start+T-1, shaped [1, T, 1, head_dim/2]; the table grows on demand."""
-        needed = start + T
+        """cos/sin for positions start..start+T-1, shaped [1, T, 1, head_dim/2]."""
+        self._rope_table_for(start + T)
+        cos, sin = (t[start : start + T].to(dtype)[None, :, None, :] for t in self._rope_table)
+        return cos, sin
+
+    def _rope_table_for(self, needed: int) -> None:
+        """Make sure the cos/sin table covers `needed` positions on the model's device (it grows on demand)."""
         if (
             self._rope_table is None
             or self._rope_table[0].shape[0] < needed
@@ -202,5 +230,3 @@ class GPT(nn.Module):
             inv_freq = 1.0 / (self.config.rope_base ** (channels / d))
             angles = torch.outer(torch.arange(length, dtype=torch.float32, device=self.device), inv_freq)
             self._rope_table = (angles.cos(), angles.sin())
-        cos, sin = (t[start:needed].to(dtype)[None, :, None, :] for t in self._rope_table)
-        return cos, sin
