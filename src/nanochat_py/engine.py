@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -27,22 +27,53 @@ class Step:
     done: list[bool]  # True once a row has ended (this step's token may be the stop token)
 
 
-@dataclass
-class _Row:
-    forced: deque = field(default_factory=deque)
-    in_python: bool = False
-    python_tokens: list[int] = field(default_factory=list)
-    done: bool = False
+class Sequence:
+    """One sequence being generated: stop tokens end it; a finished calculator call queues the tool's answer.
+
+    Each step: `next_token(sampled)` picks the token (a queued forced one wins over the sampled one), and
+    `feed(token)` moves the state machine on.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, use_tools: bool = True):
+        tok = self.tokenizer = tokenizer
+        specials = tok.encoding._special_tokens
+        self.stop_ids = {tok.bos_token_id, *[specials[s] for s in ("<|assistant_end|>",) if s in specials]}
+        self.python_start, self.python_end = specials.get("<|python_start|>"), specials.get("<|python_end|>")
+        self.output_start, self.output_end = specials.get("<|output_start|>"), specials.get("<|output_end|>")
+        self.use_tools = use_tools and None not in (self.output_start, self.output_end)
+        self.forced: deque[int] = deque()
+        self.in_python = False
+        self.python_tokens: list[int] = []
+        self.done = False
+
+    def next_token(self, sampled: int) -> tuple[int, bool]:
+        """(token, forced): the tool's queued answer if any, else the model's sampled token."""
+        if self.forced:
+            return self.forced.popleft(), True
+        return sampled, False
+
+    def feed(self, token: int) -> None:
+        if self.done:
+            return
+        if token in self.stop_ids:
+            self.done = True
+        elif token == self.python_start:
+            self.in_python, self.python_tokens = True, []
+        elif token == self.python_end and self.in_python:
+            self.in_python = False
+            if self.use_tools and self.python_tokens:
+                result = calculate(self.tokenizer.decode(self.python_tokens))
+                if result is not None:
+                    self.forced.extend([self.output_start, *self.tokenizer.encode(result), self.output_end])
+        elif self.in_python:
+            self.python_tokens.append(token)
 
 
 class Engine:
     def __init__(self, model: GPT, tokenizer: Tokenizer):
         self.model = model
         self.tokenizer = tokenizer
-        tok = tokenizer
-        self.stop_ids = {tok.bos_token_id, *_maybe(tok, "<|assistant_end|>")}
-        self.python_start, self.python_end = _maybe_one(tok, "<|python_start|>"), _maybe_one(tok, "<|python_end|>")
-        self.output_start, self.output_end = _maybe_one(tok, "<|output_start|>"), _maybe_one(tok, "<|output_end|>")
+        self.stop_ids = Sequence(tokenizer).stop_ids
 
     @property
     def context_len(self) -> int:
@@ -75,42 +106,17 @@ class Engine:
         if num_samples > 1:  # prefill once, then give every sample its own copy of the cache
             cache = cache.expand(num_samples, capacity)
             logits = logits.expand(num_samples, -1)
-        rows = [_Row() for _ in range(num_samples)]
+        rows = [Sequence(self.tokenizer, use_tools) for _ in range(num_samples)]
         for _ in range(max_tokens):
             sampled = sample_next(logits, generator, temperature, top_k, top_p).tolist()
             tokens, forced = [], []
             for row, token in zip(rows, sampled, strict=True):
-                is_forced = bool(row.forced)
-                token = row.forced.popleft() if is_forced else token
+                token, is_forced = row.next_token(token)
                 tokens.append(token)
                 forced.append(is_forced)
-                if not row.done:
-                    self._advance_row(row, token, use_tools)
+                row.feed(token)
             yield Step(tokens, forced, [r.done for r in rows])
             if all(r.done for r in rows) or cache.pos >= cache.capacity:
                 return
             column = torch.tensor(tokens, dtype=torch.long, device=model.device)[:, None]
             logits = model(column, cache=cache, last_only=True)[:, -1]
-
-    def _advance_row(self, row: _Row, token: int, use_tools: bool) -> None:
-        """Stop tokens end a row; a finished <|python_start|>...<|python_end|> call queues the tool's answer."""
-        if token in self.stop_ids:
-            row.done = True
-        elif token == self.python_start:
-            row.in_python, row.python_tokens = True, []
-        elif token == self.python_end and row.in_python:
-            row.in_python = False
-            result = calculate(self.tokenizer.decode(row.python_tokens)) if use_tools and row.python_tokens else None
-            if result is not None and self.output_start is not None:
-                row.forced.extend([self.output_start, *self.tokenizer.encode(result), self.output_end])
-        elif row.in_python:
-            row.python_tokens.append(token)
-
-
-def _maybe(tok: Tokenizer, name: str) -> list[int]:
-    return [tok.encoding._special_tokens[name]] if name in tok.encoding._special_tokens else []
-
-
-def _maybe_one(tok: Tokenizer, name: str) -> int | None:
-    found = _maybe(tok, name)
-    return found[0] if found else None
