@@ -25,6 +25,34 @@ class Piece:
     text: str
 
 
+class PieceDecoder:
+    """Reply tokens -> Pieces: UTF-8-safe text, with tool calls and tool outputs as their own kinds."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        tok = self.tokenizer = tokenizer
+        self.kinds = {
+            tok.special("<|python_start|>"): "python",
+            tok.special("<|output_start|>"): "python_output",
+            tok.special("<|python_end|>"): "text",
+            tok.special("<|output_end|>"): "text",
+        }
+        self.decoder, self.kind = tok.stream_decoder(), "text"
+
+    def add(self, token: int) -> list[Piece]:
+        if token in self.kinds:
+            pieces = self.flush()
+            self.kind = self.kinds[token]
+            return pieces
+        if token in self.tokenizer.special_ids:
+            return []  # a stray special token has no text
+        text = self.decoder.add(token)
+        return [Piece(self.kind, text)] if text else []
+
+    def flush(self) -> list[Piece]:
+        tail = self.decoder.flush()
+        return [Piece(self.kind, tail)] if tail else []
+
+
 class Chatbot:
     def __init__(self, model: GPT, tokenizer: Tokenizer, source: str = ""):
         self.model = model
@@ -75,32 +103,12 @@ class Chatbot:
     def reply(self, messages, max_tokens: int = 512, **sampling) -> Iterator[Piece]:
         """The reply as pieces: text, tool calls and tool outputs kept apart."""
         prompt = self.prompt_for(messages, reserve=max_tokens)
-        tok = self.tokenizer
-        kinds = {
-            tok.special("<|python_start|>"): "python",
-            tok.special("<|output_start|>"): "python_output",
-            tok.special("<|python_end|>"): "text",
-            tok.special("<|output_end|>"): "text",
-        }
-        decoder, kind = tok.stream_decoder(), "text"
+        pieces = PieceDecoder(self.tokenizer)
         for step in self.engine.generate(prompt, 1, max_tokens, **sampling):
-            token = step.tokens[0]
             if step.done[0]:
                 break
-            if token in kinds:
-                tail = decoder.flush()
-                if tail:
-                    yield Piece(kind, tail)
-                kind = kinds[token]
-                continue
-            if token in tok.special_ids:
-                continue  # a stray special token has no text
-            text = decoder.add(token)
-            if text:
-                yield Piece(kind, text)
-        tail = decoder.flush()
-        if tail:
-            yield Piece(kind, tail)
+            yield from pieces.add(step.tokens[0])
+        yield from pieces.flush()
 
     def prompt_for(self, messages, reserve: int = 512) -> list[int]:
         """Render the chat for the assistant's next reply, dropping the oldest turns if it does not fit.
@@ -140,13 +148,27 @@ _TRANSITIONS = {
 }
 
 
+class ReadableText:
+    """Pieces -> plain text, with each tool call and its answer set off as `[calculator: 12*7 = 84]`."""
+
+    def __init__(self):
+        self.kind = "text"
+
+    def add(self, piece: Piece) -> str:
+        prefix = ""
+        if piece.kind != self.kind:
+            prefix, self.kind = _TRANSITIONS[self.kind, piece.kind], piece.kind
+        return prefix + piece.text
+
+    def close(self) -> str:
+        return "]" if self.kind != "text" else ""
+
+
 def readable(pieces: Iterator[Piece]) -> Iterator[str]:
-    """Plain text with each tool call and its answer set off as `[calculator: 12*7 = 84]`."""
-    kind = "text"
+    """Plain text of a stream of pieces (see ReadableText)."""
+    text = ReadableText()
     for piece in pieces:
-        if piece.kind != kind:
-            yield _TRANSITIONS[kind, piece.kind]
-            kind = piece.kind
-        yield piece.text
-    if kind != "text":
-        yield "]"
+        yield text.add(piece)
+    tail = text.close()
+    if tail:
+        yield tail

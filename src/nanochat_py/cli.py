@@ -1,4 +1,4 @@
-"""The `nanochat-py` command line: `nanochat-py chat` (more subcommands arrive with their features)."""
+"""The `nanochat-py` command line: `chat` in the terminal, `serve` over HTTP."""
 
 from __future__ import annotations
 
@@ -15,29 +15,43 @@ HELP = "commands: /clear starts a new chat, /quit (or Ctrl-D) exits, Ctrl-C stop
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nanochat-py", description="Run nanochat models.")
     commands = parser.add_subparsers(dest="command", required=True)
-    chat = commands.add_parser("chat", help="chat with a model in the terminal, or answer one prompt (-p)")
-    chat.add_argument(
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument(
         "--source",
         "-s",
         default=None,
         help="checkpoint dir, nanochat base dir, model file, transformers dir or hf:owner/repo[@rev]",
     )
+    model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    model.add_argument("--dtype", default=None, help="fp32 or bf16 (default: fp32 on CPU, bf16 on CUDA)")
+    model.add_argument("--temperature", "-t", type=float, default=0.6, help="0 = greedy (default 0.6)")
+    model.add_argument("--top-k", "-k", type=int, default=50, help="sample from the k most likely tokens; 0 = off")
+    model.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (default 1 = off)")
+    model.add_argument("--max-tokens", "-m", type=int, default=512, help="longest reply in tokens (default 512)")
+    model.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
+
+    chat = commands.add_parser("chat", parents=[model], help="chat in the terminal, or answer one prompt (-p)")
     chat.add_argument("-p", "--prompt", default=None, help="answer this one prompt and exit ('-' reads stdin)")
     chat.add_argument("--system", default=None, help="a system prompt, merged into the first user message")
-    chat.add_argument("--temperature", "-t", type=float, default=0.6, help="0 = greedy (default 0.6)")
-    chat.add_argument("--top-k", "-k", type=int, default=50, help="sample from the k most likely tokens; 0 = off")
-    chat.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (default 1 = off)")
-    chat.add_argument("--max-tokens", "-m", type=int, default=512, help="longest reply in tokens (default 512)")
-    chat.add_argument("--seed", type=int, default=None, help="make sampling repeatable")
-    chat.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    chat.add_argument("--dtype", default=None, help="fp32 or bf16 (default: fp32 on CPU, bf16 on CUDA)")
     chat.add_argument("--step", default=None, help="checkpoint step inside a checkpoint dir (default: the last)")
     chat.add_argument("--phase", default=None, help="base, mid, chatsft or chatrl inside a nanochat base dir")
+
+    serve = commands.add_parser("serve", parents=[model], help="web UI, nanochat API and OpenAI API over HTTP")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on; names and IPv6 work (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (8000)")
+    serve.add_argument("--num-workers", type=int, default=1, help="model replicas; one per GPU on several GPUs (1)")
+    serve.add_argument("--max-batch", type=int, default=16, help="requests one worker decodes together (16)")
+    serve.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get 503 (64)")
+    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on the API routes")
+    serve.add_argument("--cors-origins", default="", help="comma-separated origins allowed cross-origin (none)")
+    serve.add_argument("--ui-path", default=None, help="serve this HTML file at / instead of the built-in UI")
+    serve.add_argument("--logo-path", default=None, help="serve this SVG at /logo.svg instead of the built-in one")
+    serve.add_argument("--log-messages", action="store_true", help="log prompts and replies (off by default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="nanochat-py: %(message)s", stream=sys.stderr)
     try:
         _check_sampling(parser, args)
-        return _chat(args)
+        return _serve(parser, args) if args.command == "serve" else _chat(args)
     except NanochatError as e:
         print(f"nanochat-py: error: {e}", file=sys.stderr)
         return 2
@@ -54,6 +68,31 @@ def _check_sampling(parser: argparse.ArgumentParser, args) -> None:
         parser.error("--top-p must be in (0, 1]")
     if args.max_tokens < 1:
         parser.error("--max-tokens must be at least 1")
+
+
+def _serve(parser: argparse.ArgumentParser, args) -> int:
+    from pathlib import Path
+
+    from .server.app import Settings
+    from .server.serve import serve
+
+    for flag in ("num_workers", "max_batch", "max_queue"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    for path in (args.ui_path, args.logo_path):
+        if path and not Path(path).is_file():
+            parser.error(f"{path} is not a file")
+    settings = Settings(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_tokens=args.max_tokens,
+        seed=args.seed, api_key=args.api_key, cors_origins=tuple(o for o in args.cors_origins.split(",") if o),
+        ui_path=Path(args.ui_path) if args.ui_path else None,
+        logo_path=Path(args.logo_path) if args.logo_path else None,
+        log_messages=args.log_messages, model_name=str(args.source or "nanochat"),
+    )  # fmt: skip
+    if args.log_messages:
+        logging.getLogger("nanochat_py.server").setLevel(logging.INFO)
+    return serve(args.source, args.host, args.port, settings, args.num_workers, args.max_batch, args.max_queue,
+                 args.device, args.dtype)  # fmt: skip
 
 
 def _chat(args) -> int:
