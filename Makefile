@@ -1,11 +1,11 @@
 # Two commands do all the set-up on a fresh machine:
 #   make chat   - create .venv, install nanochat-py, chat with a model (SOURCE=... picks which)
-#   make test   - create .venv with the dev tools, run ruff and the whole test suite
+#   make test   - create .venv with the dev tools (and Debian's chromium), run ruff and the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SOURCE ?= hf:karpathy/nanochat-d32
 
-.PHONY: chat test lint install clean
+.PHONY: chat test lint install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,7 +24,13 @@ lint: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
 
-test: lint
+# Debian's chromium for the web UI test (never a downloaded browser); without root/apt that test is skipped
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium is not installed: the web UI test will be skipped"
+
+test: lint browser
 	$(PY) -m pytest -q
 
 clean:
