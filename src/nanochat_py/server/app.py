@@ -219,13 +219,14 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
                 "choices": choices, "usage": usage}  # fmt: skip
 
     async def _collect(job: Job, stops: list[str]):
-        text, stop, out = ReadableText(), StopMatcher(stops), []
+        text, stop, out, generated = ReadableText(), StopMatcher(stops), [], 0
         async for pieces, end in pieces_of(job):
+            generated += end is None
             for p in pieces:
                 out.append(stop.add(text.add(p)))
             if stop.stopped:
                 job.cancelled = True
-                return "".join(out), _Reason("stop", len(job.prompt), 0), None
+                return "".join(out), _Reason("stop", len(job.prompt), generated), None
             if end is not None:
                 out.append(stop.add(text.close()) + stop.flush())
                 if isinstance(end, Failed):
