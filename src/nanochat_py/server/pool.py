@@ -80,7 +80,7 @@ class WorkerPool:
         except queue.Full:
             raise QueueFull from None
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         """Stop taking jobs; in-flight jobs end with an error event, so their streams close cleanly."""
         for w in self.workers:
             w.stop()  # each worker fails its in-flight jobs as it exits
@@ -89,7 +89,7 @@ class WorkerPool:
                 self.pending.get_nowait().send(Failed("the server is shutting down"))
             except queue.Empty:
                 break
-        for w in self.workers:
+        for w in self.workers if wait else ():
             w.thread.join(timeout=5)
 
     def stats(self) -> dict:

@@ -22,8 +22,11 @@ class _Server(uvicorn.Server):
         self.pool = pool
 
     def handle_exit(self, sig, frame) -> None:
-        self.pool.shutdown()
+        self.pool.shutdown(wait=False)
         super().handle_exit(sig, frame)
+        # a clean shutdown is a success: uvicorn would re-raise the signal at exit (status 143/130)
+        if sig in getattr(self, "_captured_signals", []):
+            self._captured_signals.remove(sig)
 
 
 def serve(source, host: str, port: int, settings: Settings, num_workers: int = 1, max_batch: int = 16,
@@ -47,6 +50,7 @@ def serve(source, host: str, port: int, settings: Settings, num_workers: int = 1
 
     threading.Thread(target=announce, daemon=True).start()
     server.run()
+    pool.shutdown()
     if pool.error:
         print(f"nanochat-py: error: {pool.error}", file=sys.stderr)
         return 2
