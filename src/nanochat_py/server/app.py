@@ -88,6 +88,8 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, e: RequestValidationError):
         first = e.errors()[0] if e.errors() else {"msg": "invalid request", "loc": ()}
+        if first.get("type") == "json_invalid":  # loc holds a character offset, not a parameter
+            return error_response(400, f"malformed JSON: {first.get('msg')}", "invalid_request_error")
         param = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or None
         message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         return error_response(400, f"{param}: {message}" if param else message, "invalid_request_error", param)
@@ -195,16 +197,25 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require_key)])
-    async def openai_chat(body: OpenAIChatRequest):
+    async def openai_chat(body: OpenAIChatRequest, request: Request):
         max_tokens = _pick(body.max_completion_tokens or body.max_tokens, settings.max_tokens)
         seed = _pick(body.seed, settings.seed)
-        jobs = [start_job(body, max_tokens, None if seed is None else seed + i) for i in range(body.n)]
+        jobs: list[Job] = []
+        try:
+            for i in range(body.n):
+                jobs.append(start_job(body, max_tokens, None if seed is None else (seed + i) % 2**63))
+        except ApiError:
+            for job in jobs:  # a refused request leaves no work behind
+                job.cancelled = True
+            raise
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             return StreamingResponse(_openai_stream(jobs, body, completion_id, created), media_type="text/event-stream")
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, jobs))
         try:
             results = await asyncio.gather(*(_collect(job, body.stop) for job in jobs))
         finally:
+            watcher.cancel()
             for job in jobs:
                 job.cancelled = True
         for _, _, error in results:
@@ -218,6 +229,13 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
         return {"id": completion_id, "object": "chat.completion", "created": created, "model": settings.model_name,
                 "choices": choices, "usage": usage}  # fmt: skip
 
+    def stopped_by_string(job: Job, generated: int) -> Finished:
+        """A reply cut by an OpenAI stop string: stop the job and account for it as if it had finished."""
+        job.cancelled = True
+        end = Finished("stop", len(job.prompt), generated)
+        metrics.observe_job(job, end)
+        return end
+
     async def _collect(job: Job, stops: list[str]):
         text, stop, out, generated = ReadableText(), StopMatcher(stops), [], 0
         async for pieces, end in pieces_of(job):
@@ -225,8 +243,8 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
             for p in pieces:
                 out.append(stop.add(text.add(p)))
             if stop.stopped:
-                job.cancelled = True
-                return "".join(out), _Reason("stop", len(job.prompt), generated), None
+                end = stopped_by_string(job, generated)
+                return "".join(out), _Reason("stop", end.prompt_tokens, end.completion_tokens), None
             if end is not None:
                 out.append(stop.add(text.close()) + stop.flush())
                 if isinstance(end, Failed):
@@ -248,12 +266,10 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
             text, stop, generated = ReadableText(), StopMatcher(body.stop), 0
             await merged.put(chunk(i, {"role": "assistant", "content": ""}))
             async for pieces, end in pieces_of(job):
+                generated += end is None
                 delta = "".join(stop.add(text.add(p)) for p in pieces)
                 if stop.stopped:
-                    job.cancelled = True
-                    end = Finished("stop", len(job.prompt), generated)
-                else:
-                    generated += 1
+                    end = stopped_by_string(job, generated)
                 if end is not None:
                     delta += stop.add(text.close()) + stop.flush() if not stop.stopped else ""
                 if delta:
@@ -287,6 +303,14 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
     return app
 
 
+async def _cancel_on_disconnect(request: Request, jobs: list[Job]) -> None:
+    """Non-streaming requests: stop generating as soon as the client has gone away."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.1)
+    for job in jobs:
+        job.cancelled = True
+
+
 @dataclass
 class _Reason:
     reason: str
@@ -304,7 +328,11 @@ def _pick(value, default):
 
 
 class _BodyLimit:
-    """Refuse request bodies over MAX_BODY_BYTES with a 413 JSON error, declared or streamed."""
+    """Refuse request bodies over MAX_BODY_BYTES with a 413 JSON error, whether declared or streamed.
+
+    The body (at most 1 MB) is read here and handed on, so a chunked upload is measured before any of it
+    reaches the app.
+    """
 
     def __init__(self, app):
         self.app = app
@@ -315,17 +343,27 @@ class _BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return await _too_large(scope, receive, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        if declared is not None:
+            return await self.app(scope, receive, send)  # the server enforces the declared length
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
-                raise ApiError(413, f"request body over {MAX_BODY_BYTES} bytes", "invalid_request_error")
-            return message
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message], receive), send)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > MAX_BODY_BYTES:
+                return await _too_large(scope, receive, send)
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
 
-        await self.app(scope, limited, send)
+
+def _replay(messages: list[dict], receive):
+    async def replayed():
+        return messages.pop(0) if messages else await receive()
+
+    return replayed
 
 
 async def _too_large(scope, receive, send):

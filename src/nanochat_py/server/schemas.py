@@ -55,7 +55,7 @@ class _Sampling(BaseModel):
     top_k: int | None = Field(None, ge=0, le=200)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=4096)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
     def _total_size(self):

@@ -85,7 +85,11 @@ class Worker:
                 return
             if job.cancelled:
                 continue
-            self._prefill(self.rows.index(None), job)
+            try:
+                self._prefill(self.rows.index(None), job)
+            except Exception as e:  # only this job is lost; the batch goes on
+                log.exception("worker %d could not start a request", self.index)
+                job.send(Failed(f"internal error: {type(e).__name__}"))
 
     def _prefill(self, slot: int, job: Job) -> None:
         job.worker = self.index
