@@ -21,8 +21,8 @@ chat: install
 	$(VENV)/bin/nanochat-py chat --source $(SOURCE)
 
 lint: install
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # Debian's chromium for the web UI test (never a downloaded browser); without root/apt that test is skipped
 browser:

@@ -73,13 +73,7 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])  # fmt: skip
     app.add_middleware(_BodyLimit)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.observe_request(getattr(route, "path", "unmatched"), response.status_code)
-        return response
+    app.add_middleware(_CountRequests, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def _api_error(request, e: ApiError):
@@ -325,6 +319,30 @@ def _usage(jobs: list[Job], completion_tokens: int) -> dict:
 
 def _pick(value, default):
     return default if value is None else value
+
+
+class _CountRequests:
+    """Count requests by route and status. Plain ASGI (not BaseHTTPMiddleware), so handlers still see
+    http.disconnect and can stop generating for a client that has gone away."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.observe_request(getattr(scope.get("route"), "path", "unmatched"), status)
 
 
 class _BodyLimit:
