@@ -230,20 +230,28 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
         metrics.observe_job(job, end)
         return end
 
-    async def _collect(job: Job, stops: list[str]):
-        text, stop, out, generated = ReadableText(), StopMatcher(stops), [], 0
+    async def openai_text(job: Job, stops: list[str]):
+        """(text delta, None) per token, then (last delta, Finished | Failed): tool calls made readable,
+        OpenAI stop strings applied."""
+        text, stop, generated = ReadableText(), StopMatcher(stops), 0
         async for pieces, end in pieces_of(job):
             generated += end is None
-            for p in pieces:
-                out.append(stop.add(text.add(p)))
+            delta = "".join(stop.add(text.add(p)) for p in pieces)
             if stop.stopped:
-                end = stopped_by_string(job, generated)
-                return "".join(out), _Reason("stop", end.prompt_tokens, end.completion_tokens), None
+                yield delta, stopped_by_string(job, generated)
+                return
             if end is not None:
-                out.append(stop.add(text.close()) + stop.flush())
-                if isinstance(end, Failed):
-                    return "".join(out), _Reason("stop", 0, 0), end.message
-                return "".join(out), _Reason(end.reason, end.prompt_tokens, end.completion_tokens), None
+                delta += stop.add(text.close()) + stop.flush()
+            yield delta, end
+
+    async def _collect(job: Job, stops: list[str]) -> tuple[str, Finished, str | None]:
+        out = []
+        async for delta, end in openai_text(job, stops):
+            out.append(delta)
+            if isinstance(end, Failed):
+                return "".join(out), Finished("stop", len(job.prompt), 0), end.message
+            if end is not None:
+                return "".join(out), end, None
 
     async def _openai_stream(jobs: list[Job], body: OpenAIChatRequest, completion_id: str, created: int):
         def chunk(index: int, delta: dict, finish=None, usage=None) -> str:
@@ -257,20 +265,13 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
         merged: asyncio.Queue = asyncio.Queue()
 
         async def pump(i: int, job: Job):
-            text, stop, generated = ReadableText(), StopMatcher(body.stop), 0
             await merged.put(chunk(i, {"role": "assistant", "content": ""}))
-            async for pieces, end in pieces_of(job):
-                generated += end is None
-                delta = "".join(stop.add(text.add(p)) for p in pieces)
-                if stop.stopped:
-                    end = stopped_by_string(job, generated)
-                if end is not None:
-                    delta += stop.add(text.close()) + stop.flush() if not stop.stopped else ""
+            async for delta, end in openai_text(job, body.stop):
                 if delta:
                     await merged.put(chunk(i, {"content": delta}))
                 if isinstance(end, Failed):
                     await merged.put(sse({"error": {"message": end.message, "type": "server_error"}}))
-                    end = Finished("stop", len(job.prompt), generated)
+                    end = Finished("stop", len(job.prompt), 0)
                 if end is not None:
                     await merged.put(chunk(i, {}, end.reason if end.reason != "cancelled" else "stop"))
                     await merged.put(end.completion_tokens)
@@ -303,13 +304,6 @@ async def _cancel_on_disconnect(request: Request, jobs: list[Job]) -> None:
         await asyncio.sleep(0.1)
     for job in jobs:
         job.cancelled = True
-
-
-@dataclass
-class _Reason:
-    reason: str
-    prompt_tokens: int
-    completion_tokens: int
 
 
 def _usage(jobs: list[Job], completion_tokens: int) -> dict:
