@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-messages", action="store_true", help="log prompts and replies (off by default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="nanochat-py: %(message)s", stream=sys.stderr)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retries would read as our warnings
     try:
         _check_sampling(parser, args)
         return _serve(parser, args) if args.command == "serve" else _chat(args)
