@@ -194,6 +194,7 @@ def test_hf_source_downloads_only_needed_files(tmp_path, monkeypatch):
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_resolves", lambda endpoint: True)  # this machine has no route to the Hub
     repo_files = {name: G5 / "model" / name for name in ("model_000042.pt", "meta_000042.json", "tokenizer.pkl")}
     repo_files |= {"optim_000042_rank0.pt": G5 / "expected.npz", "token_bytes.pt": G5 / "expected.npz"}
     fetched = []
@@ -273,3 +274,22 @@ def test_meta_without_shapes_names_the_file(tmp_path):
     d = flat_copy(G0, tmp_path / "nometa", meta={"step": 42, "model_config": {"vocab_size": 1024}})
     with pytest.raises(nc.CheckpointError, match="lacks n_layer, n_head, n_kv_head, n_embd, sequence_len"):
         nc.load(d, device="cpu")
+
+
+def test_unreachable_hub_goes_straight_to_the_cache(tmp_path, monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.constants as constants
+
+    files = {n: G5 / "model" / n for n in ("model_000042.pt", "meta_000042.json", "tokenizer.pkl")}
+    make_hf_cache(tmp_path / "hub", "karpathy/nanochat-test", files)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_resolves", lambda endpoint: False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the Hub client was called although the Hub host does not resolve")
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", no_network)
+    assert nc.load("hf:karpathy/nanochat-test", device="cpu").config.generation == "G5"
+    with pytest.raises(nc.CheckpointError, match=r"could not be reached \(ConnectionError\)"):
+        nc.load("hf:karpathy/not-cached")

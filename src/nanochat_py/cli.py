@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .chatbot import readable
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-messages", action="store_true", help="log prompts and replies (off by default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="nanochat-py: %(message)s", stream=sys.stderr)
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retries would read as our warnings
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # the Hub client's retry chatter is not ours to print
     try:
         _check_sampling(parser, args)
         return _serve(parser, args) if args.command == "serve" else _chat(args)

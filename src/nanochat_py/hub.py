@@ -7,7 +7,9 @@ progress bars. Once cached, a source loads with no network (HF_HUB_OFFLINE=1 or 
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .errors import CheckpointError
 from .sources import PHASES, meta_name_for, pick_model_file
@@ -60,14 +62,27 @@ def _tokenizer_near(prefix: str, names: list[str]) -> list[str]:
     return []
 
 
+def _resolves(endpoint: str) -> bool:
+    """A quick DNS check, so an offline machine goes to the cache at once instead of through the Hub
+    client's retries (about 20 s)."""
+    try:
+        socket.getaddrinfo(urlparse(endpoint).hostname, 443)
+        return True
+    except OSError:
+        return False
+
+
 def download(spec: str, step=None) -> Path:
     """Fetch what is needed (or find it in the cache) and return the local snapshot folder."""
     import huggingface_hub as hf
     from huggingface_hub import constants
 
     repo, revision = parse(spec)
+    online_error = None
     if not constants.HF_HUB_OFFLINE:
         try:
+            if not _resolves(constants.ENDPOINT):
+                raise ConnectionError(f"cannot resolve {urlparse(constants.ENDPOINT).hostname}")
             names = hf.list_repo_files(repo, revision=revision)
             paths = [hf.hf_hub_download(repo, name, revision=revision) for name in files_to_fetch(names, step)]
             return Path(paths[0]).parent  # the model's folder: resolve() finds meta and tokenizer from there
@@ -75,8 +90,6 @@ def download(spec: str, step=None) -> Path:
             raise
         except Exception as e:  # offline, DNS, proxy, 5xx: fall back to the cache below
             online_error = e
-    else:
-        online_error = None
     try:
         return Path(hf.snapshot_download(repo, revision=revision, local_files_only=True))
     except Exception:
