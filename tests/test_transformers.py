@@ -46,3 +46,25 @@ def test_transformers_checkpoint_matches_transformers_logits(tmp_path, n_kv_head
     prompt = ids[:1, :20]
     hf_out = hf_model.generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert bot.generate(prompt[0].tolist(), max_tokens=30, temperature=0, use_tools=False) == hf_out[0, 20:].tolist()
+
+
+def test_transformers_dir_with_only_a_tokenizer_json_chats(tmp_path):
+    """The layout transformers users have: config.json + model.safetensors + tokenizer.json, no pickle."""
+    from test_tokenizer import tiktoken_to_hf
+
+    from nanochat_py.safe_pickle import read_tiktoken_state
+
+    hf_model = _random_hf_model(2)
+    hf_model.save_pretrained(tmp_path)
+    tiktoken_to_hf(read_tiktoken_state(G0 / "model" / "tokenizer.pkl")).save(str(tmp_path / "tokenizer.json"))
+    bot = nc.load(tmp_path, device="cpu")
+    assert bot.tokenizer.source.endswith("tokenizer.json")
+    assert bot.tokenizer.encode("Hello world!") == nc.load_tokenizer(G0 / "model").encode("Hello world!")
+    messages = [{"role": "user", "content": "hi"}]
+    prompt = bot.tokenizer.render_for_completion(messages)
+    with torch.no_grad():
+        want = hf_model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, eos_token_id=None,
+                                 pad_token_id=0)[0, len(prompt):].tolist()  # fmt: skip
+    got = bot.generate(prompt, max_tokens=12, temperature=0, use_tools=False)
+    assert got == want[: len(got)] and len(got) > 0
+    assert isinstance(bot.chat(messages, temperature=0, max_tokens=12), str)
