@@ -119,12 +119,16 @@ class Chatbot:
         if messages[-1]["role"] == "assistant":
             messages = messages[:-1]
         limit = self.config.sequence_len - min(reserve, self.config.sequence_len // 2)
-        prompt = self.tokenizer.render_for_completion(messages)
-        dropped = 0
-        while len(prompt) > limit and len(messages) > 1:
-            messages = messages[2:]  # one user + assistant exchange, oldest first
-            dropped += 2
-            prompt = self.tokenizer.render_for_completion(messages)
+
+        def without(exchanges: int) -> list[int]:  # the prompt with the oldest user+assistant exchanges left out
+            return self.tokenizer.render_for_completion(messages[2 * exchanges :])
+
+        # the fewest exchanges to leave out, by bisection: a long chat is rendered O(log n) times, not n times
+        low, high = 0, len(messages) // 2
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (low, mid) if len(without(mid)) <= limit else (mid + 1, high)
+        prompt, dropped = without(low), 2 * low
         if dropped:
             log.warning(
                 "the chat is longer than the model's %d-token context: left out the %d oldest messages",

@@ -76,9 +76,6 @@ class ModelConfig:
         """Value embeddings sit on alternating layers, always including the last one."""
         return self.value_embeds and layer % 2 == (self.n_layer - 1) % 2
 
-    def replace(self, **changes) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -27,6 +27,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos], dim=-1)
 
 
+def _visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """nanochat's attention rule: key j is visible to query t iff t - window <= j <= t (no window: j <= t)."""
+    mask = k_pos <= q_pos
+    if window is not None:
+        mask &= k_pos >= q_pos - window
+    return mask
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
@@ -145,7 +153,7 @@ class GPT(nn.Module):
             if T != 1:
                 raise ValueError("a per-row KV cache decodes one token per row at a time")
             positions = cache.begin_row_step()
-            rope = self._rope_at(positions, x.dtype)
+            rope = self._rope_at(positions, cache.row_end, x.dtype)
             attends = {w: self._attend_rows(positions, cache.row_end, w) for w in set(self.window_sizes)}
         else:
             start = cache.pos if cache is not None else 0
@@ -191,23 +199,16 @@ class GPT(nn.Module):
             return 0, None, True
         q_pos = torch.arange(start, start + T, device=self.device)[:, None]
         k_pos = torch.arange(first_key, start + T, device=self.device)[None, :]
-        mask = k_pos <= q_pos
-        if window is not None:
-            mask &= k_pos >= q_pos - window
-        return first_key, mask, False
+        return first_key, _visible(q_pos, k_pos, window), False
 
     def _attend_rows(self, positions: torch.Tensor, end: int, window: int | None):
         """Per-row decode: each row's one query sees its own keys (a [B, 1, 1, end] mask)."""
-        k_pos = torch.arange(end, device=self.device)[None, :]
-        q_pos = positions[:, None]
-        mask = k_pos <= q_pos
-        if window is not None:
-            mask &= k_pos >= q_pos - window
+        mask = _visible(positions[:, None], torch.arange(end, device=self.device)[None, :], window)
         return 0, mask[:, None, None, :], False
 
-    def _rope_at(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for one position per row, shaped [B, 1, 1, head_dim/2]."""
-        self._rope_table_for(int(positions.max()) + 1)
+    def _rope_at(self, positions: torch.Tensor, end: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for one position per row (all below `end`), shaped [B, 1, 1, head_dim/2]."""
+        self._rope_table_for(end)
         return tuple(t[positions].to(dtype)[:, None, None, :] for t in self._rope_table)
 
     def _rope(self, start: int, T: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -131,16 +131,17 @@ class Worker:
         if row.generated >= job.max_tokens or int(self.slots.row_pos[slot]) >= self.context_len:
             self._finish(slot, "length")
 
-    def _finish(self, slot: int, reason: str) -> None:
-        row = self.rows[slot]
-        self.rows[slot] = None
+    def _release(self, slot: int) -> _Row:
+        row, self.rows[slot] = self.rows[slot], None
         self.slots.row_pos[slot] = 0
+        return row
+
+    def _finish(self, slot: int, reason: str) -> None:
+        row = self._release(slot)
         self.requests_served += 1
         row.job.send(Finished(reason, len(row.job.prompt), row.generated))
 
     def _fail_all(self, message: str) -> None:
         for slot, row in enumerate(self.rows):
             if row is not None:
-                self.rows[slot] = None
-                self.slots.row_pos[slot] = 0
-                row.job.send(Failed(message))
+                self._release(slot).job.send(Failed(message))
