@@ -1,11 +1,11 @@
 # Two commands do all the set-up on a fresh machine:
-#   make chat   - create .venv, install nanochat-py, chat with a model (SOURCE=... picks which)
+#   make chat   - create .venv, install nanochat-py, chat with the built-in model (SOURCE=... picks another)
 #   make test   - create .venv with the dev tools (and Debian's chromium), run ruff and the whole test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SOURCE ?= hf:karpathy/nanochat-d32
+SOURCE ?=
 
-.PHONY: chat test lint install browser clean
+.PHONY: chat test lint install browser clean model
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,11 +18,15 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 chat: install
-	$(VENV)/bin/nanochat-py chat --source $(SOURCE)
+	$(VENV)/bin/nanochat-py chat $(if $(SOURCE),--source $(SOURCE))
+
+# rebuild the built-in model from Debian text + generated data (about 40 minutes on 2 cores; see README)
+model: install
+	$(PY) recipe/make_model.py
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks recipe
+	$(VENV)/bin/ruff format --check src tests benchmarks recipe
 
 # Debian's chromium for the web UI test (never a downloaded browser); without root/apt that test is skipped
 browser:

@@ -81,7 +81,9 @@ def test_no_source_uses_nanochat_base_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(make_base_dir(tmp_path / "nanochat")))
     assert nc.load(device="cpu").config.generation == "G5"
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path / "empty"))
-    with pytest.raises(nc.CheckpointError, match="no source given"):
+    assert nc.load(device="cpu").source.endswith("default_model")  # no nanochat checkpoints: the built-in model
+    monkeypatch.setattr("nanochat_py.loader.DEFAULT_MODEL_DIR", tmp_path / "no-model")
+    with pytest.raises(nc.CheckpointError, match="no source given.*make model"):
         nc.load()
 
 

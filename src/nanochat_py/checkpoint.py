@@ -180,12 +180,26 @@ def check_state_dict(expected: dict[str, torch.Size], state: dict[str, torch.Ten
         )
 
 
-def save_checkpoint(model, directory: str | Path, step: int = 0, extra_meta: dict | None = None) -> Path:
-    """Write model_<step>.pt + meta_<step>.json (nanochat's layout; meta carries every architecture field)."""
+def save_checkpoint(
+    model, directory: str | Path, step: int = 0, extra_meta: dict | None = None, *, fmt: str = "pt", dtype=None
+) -> Path:
+    """Write model_<step>.pt (or .safetensors) + meta_<step>.json: nanochat's layout, with every architecture
+    field in the meta. `dtype` (e.g. torch.bfloat16) converts floating-point weights on the way out."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save(state, directory / f"model_{step:06d}.pt")
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        state[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+    path = directory / f"model_{step:06d}.{fmt}"
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, path)
+    elif fmt == "pt":
+        torch.save(state, path)
+    else:
+        raise ValueError(f"unknown checkpoint format {fmt!r}; use pt or safetensors")
     meta = {"step": step, "model_config": model.config.to_dict(), **(extra_meta or {})}
     (directory / f"meta_{step:06d}.json").write_text(json.dumps(meta, indent=2))
-    return directory / f"model_{step:06d}.pt"
+    return path

@@ -1,4 +1,4 @@
-"""The `nanochat-py` command line: `chat` in the terminal, `serve` over HTTP."""
+"""The `nanochat-py` command line: `chat`, `serve`, `train ...`, `eval` and `export`."""
 
 from __future__ import annotations
 
@@ -48,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--ui-path", default=None, help="serve this HTML file at / instead of the built-in UI")
     serve.add_argument("--logo-path", default=None, help="serve this SVG at /logo.svg instead of the built-in one")
     serve.add_argument("--log-messages", action="store_true", help="log prompts and replies (off by default)")
+    _add_training_commands(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="nanochat-py: %(message)s", stream=sys.stderr)
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # the Hub client's retry chatter is not ours to print
     try:
+        if args.command in ("train", "eval", "export"):
+            return _run_training_command(args)
         _check_sampling(parser, args)
         return _serve(parser, args) if args.command == "serve" else _chat(args)
     except NanochatError as e:
@@ -59,6 +62,67 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+TRAIN_STAGES = {
+    "tokenizer": "train a BPE tokenizer (rustbpe) on text files",
+    "data": "generate the SFT conversations and held-out problems",
+    "base": "pretrain a fresh model of a given --depth on text",
+    "sft": "fine-tune any checkpoint on conversations",
+    "rl": "reinforce exact answers on arithmetic / letter counting",
+}
+
+
+def _stage_module(name: str):
+    import importlib
+
+    module = {"tokenizer": "tokenizer_training", "data": "make_data", "eval": "report"}.get(name, name)
+    return importlib.import_module(f".train.{module}", __package__)
+
+
+def _add_training_commands(commands) -> None:
+    train = commands.add_parser("train", help="train: tokenizer, data, base, sft, rl (torchrun for several processes)")
+    stages = train.add_subparsers(dest="stage", required=True)
+    for name, summary in TRAIN_STAGES.items():
+        _stage_module(name).add_arguments(stages.add_parser(name, help=summary, description=summary))
+    evaluate = commands.add_parser("eval", help="bits-per-byte and task accuracy; JSON report + PNG plot")
+    _stage_module("eval").add_arguments(evaluate)
+    export = commands.add_parser("export", help="re-save a checkpoint as safetensors (e.g. in bf16)")
+    export.add_argument("--source", "-s", required=True, help="any checkpoint nanochat_py.load accepts")
+    export.add_argument("--out", required=True, help="directory to write")
+    export.add_argument("--dtype", default="bf16", help="fp32, bf16 or fp16 (bf16)")
+
+
+def _run_training_command(args) -> int:
+    if args.command == "export":
+        return _export(args)
+    if args.command == "eval":
+        report = _stage_module("eval").run(args)
+        for task, result in report["results"].items():
+            score = f"bpb {result['bpb']:.4f}" if task == "bpb" else f"{result['accuracy']:.1%} of {result['n']}"
+            print(f"{task}: {score}")
+        print(f"wrote {args.out}" + (f" and {report['plot']}" if report.get("plot") else ""))
+        return 0
+    _stage_module(args.stage).run(args)
+    return 0
+
+
+def _export(args) -> int:
+    from .checkpoint import read_meta, save_checkpoint
+    from .loader import load, pick_dtype
+    from .sources import resolve
+    from .train.tokenizer_training import save_tokenizer
+
+    bot = load(args.source, device="cpu", dtype="fp32")
+    files = resolve(args.source)
+    meta = read_meta(files.meta) if files.layout == "native" else {}
+    extra = {k: v for k, v in meta.items() if k not in ("step", "model_config")}
+    step = int(meta.get("step", 0))
+    dtype = pick_dtype(args.dtype, bot.device)
+    path = save_checkpoint(bot.model, args.out, step, extra, fmt="safetensors", dtype=dtype)
+    save_tokenizer(bot.tokenizer, args.out)
+    print(f"wrote {path}")
+    return 0
 
 
 def _check_sampling(parser: argparse.ArgumentParser, args) -> None:

@@ -10,7 +10,7 @@ from .chatbot import Chatbot
 from .checkpoint import build_config, check_state_dict, normalise_keys, read_tensors
 from .errors import CheckpointError, NanochatError
 from .model import GPT
-from .sources import default_base_dir, resolve
+from .sources import DEFAULT_MODEL_DIR, default_base_dir, resolve
 from .tokenizer import Tokenizer, load_tokenizer
 
 DTYPES = {
@@ -106,10 +106,13 @@ def _check_vocab(tok: Tokenizer, vocab_size: int, padded: int, tok_path, where: 
 
 
 def _default_source() -> str:
+    """nanochat's own checkpoints in $NANOCHAT_BASE_DIR (~/.cache/nanochat) if any, else the built-in model."""
     base = default_base_dir()
     if any(base.glob("*_checkpoints")):
         return str(base)
+    if any(DEFAULT_MODEL_DIR.glob("model_*")):
+        return str(DEFAULT_MODEL_DIR)
     raise CheckpointError(
-        f"no source given and no nanochat checkpoints in {base} ($NANOCHAT_BASE_DIR): pass a source, e.g. "
-        "hf:karpathy/nanochat-d32 or a checkpoint directory"
+        f"no source given, no nanochat checkpoints in {base} ($NANOCHAT_BASE_DIR) and no built-in model in "
+        f"{DEFAULT_MODEL_DIR} (build it with `make model`): pass a source, e.g. hf:karpathy/nanochat-d32"
     )

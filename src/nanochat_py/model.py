@@ -219,10 +219,13 @@ class GPT(nn.Module):
 
     def _rope_table_for(self, needed: int) -> None:
         """Make sure the cos/sin table covers `needed` positions on the model's device (it grows on demand)."""
+        table = self._rope_table
         if (
-            self._rope_table is None
-            or self._rope_table[0].shape[0] < needed
-            or self._rope_table[0].device != self.device
+            table is None
+            or table[0].shape[0] < needed
+            or table[0].device != self.device
+            # a table made under inference_mode (by the engine) cannot be saved for backward (training)
+            or (table[0].is_inference() and not torch.is_inference_mode_enabled())
         ):
             length = max(needed, self.config.sequence_len)
             d = self.config.head_dim

@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import CheckpointError
 
 PHASES = ("chatsft", "chatrl", "mid", "base")  # preference when a base dir holds several (chatsft = the chat model)
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"  # the built-in model
 _MODEL_FILE = re.compile(r"^model_(.+)\.(pt|safetensors)$")
 
 

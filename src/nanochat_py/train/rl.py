@@ -1,0 +1,140 @@
+"""`nanochat-py train rl`: policy gradient on verifiable tasks, with the calculator tool in the loop.
+
+Each step samples several answers to a few training problems, rewards an exact answer with 1, and pushes
+up the log-probability of the tokens the model chose in proportion to (reward - mean reward of that
+problem). Tokens the tool wrote are context, not actions, and get no gradient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..chatbot import PieceDecoder
+from ..errors import NanochatError
+from ..loader import load
+from . import distributed
+from .optimizers import LearningRates, build_optimizers, lr_factor, set_lr_factor
+from .options import add_loop_options, settings_from
+from .tasks import Problem, arithmetic_problem, is_correct, letter_problem, read_words, split_words
+from .trainer import lineage_of, restore_state, save_state
+
+RL_RATES = LearningRates(matrix=0.002, embedding=0.03, unembedding=0.0004, scalar=0.05)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", "-s", required=True, help="any checkpoint nanochat_py.load accepts")
+    p.add_argument("--task", required=True, choices=("arithmetic", "letters", "mixed"), help="what to reward")
+    p.add_argument("--words", default=None, help="word list for the letters task (one word per line)")
+    p.add_argument("--samples", type=int, default=8, help="answers sampled per problem (8)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1.0)")
+    p.add_argument("--max-tokens", type=int, default=64, help="longest sampled answer (64)")
+    add_loop_options(p, steps=None, batch_size=4, lr=RL_RATES)
+
+
+def run(args: argparse.Namespace) -> Path:
+    procs = distributed.start(args.device)
+    try:
+        bot = load(args.source, device=procs.device, dtype="fp32")
+        words = split_words(read_words(args.words)) if args.words else None
+        if args.task in ("letters", "mixed") and not words:
+            raise NanochatError("--task letters and mixed need --words FILE (e.g. /usr/share/dict/words)")
+        settings = settings_from(args, "rl")
+        model, tok = bot.model, bot.tokenizer
+        optimizers = build_optimizers(model.requires_grad_(True), settings.lr)
+        history, start = [], 0
+        if settings.resume:
+            start, history = restore_state(model, optimizers, settings.out_dir)
+        meta = {"source": str(args.source), "lineage": lineage_of(args.source), "task": args.task}
+        bar = tqdm(total=settings.steps, initial=start, desc="rl", unit="step", disable=not procs.is_main)
+        for step in range(start, settings.steps):
+            set_lr_factor(optimizers, lr_factor(step, settings.steps, settings.warmup, settings.warmdown_ratio))
+            rng = random.Random(settings.seed * 1_000_003 + step * procs.world + procs.rank)
+            problems = [_problem(rng, args.task, words) for _ in range(settings.batch_size)]
+            rewards, loss = _step_loss(bot, problems, args, seed=rng.randrange(2**31))
+            if loss is not None:
+                model.train()
+                loss.backward()
+            if procs.world > 1:
+                _average_gradients(model)
+            for opt in optimizers:
+                opt.step()
+            model.zero_grad(set_to_none=True)
+            reward = procs.mean(rewards)
+            history.append({"step": step + 1, "reward": round(reward, 4)})
+            bar.set_postfix(reward=f"{reward:.3f}")
+            bar.update(1)
+            done = step + 1
+            if done == settings.steps or (settings.save_every and done % settings.save_every == 0):
+                path = save_state(model, tok, optimizers, done, history, settings, meta, procs)
+        bar.close()
+        return path
+    finally:
+        distributed.stop(procs)
+
+
+def _problem(rng: random.Random, task: str, words: dict[str, list[str]] | None) -> Problem:
+    if task == "mixed":
+        task = rng.choice(("arithmetic", "letters"))
+    return arithmetic_problem(rng, "train") if task == "arithmetic" else letter_problem(rng, words, "train")
+
+
+def _step_loss(bot, problems: list[Problem], args, seed: int) -> tuple[float, torch.Tensor | None]:
+    """Mean reward over all samples, and the policy-gradient loss (None when no sample's advantage is non-zero)."""
+    model, tok = bot.model, bot.tokenizer
+    all_rewards, terms, n_tokens = [], [], 0
+    for i, problem in enumerate(problems):
+        prompt = tok.render_for_completion([{"role": "user", "content": problem.question}])
+        samples = _rollouts(bot, prompt, args, seed + i)
+        rewards = torch.tensor([float(is_correct(problem, text)) for _, _, text in samples])
+        all_rewards += rewards.tolist()
+        advantages = rewards - rewards.mean()
+        for (tokens, chosen, _), advantage in zip(samples, advantages.tolist(), strict=True):
+            if advantage == 0.0 or not tokens:
+                continue
+            ids = torch.tensor([prompt + tokens], device=model.device)
+            logits = model(ids[:, :-1])[0, len(prompt) - 1 :]
+            logp = -F.cross_entropy(logits, ids[0, len(prompt) :], reduction="none")
+            mask = torch.tensor(chosen, dtype=logp.dtype, device=logp.device)
+            terms.append(-(advantage * logp * mask).sum())
+            n_tokens += int(mask.sum())
+    mean_reward = sum(all_rewards) / max(1, len(all_rewards))
+    if not terms:
+        return mean_reward, None
+    return mean_reward, torch.stack(terms).sum() / max(1, n_tokens)
+
+
+def _rollouts(bot, prompt: list[int], args, seed: int) -> list[tuple[list[int], list[bool], str]]:
+    """`args.samples` answers: their tokens (ending with the stop token), which the model chose, and the text."""
+    n = args.samples
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    chosen: list[list[bool]] = [[] for _ in range(n)]
+    finished = [False] * n
+    for step in bot.engine.generate(prompt, n, args.max_tokens, temperature=args.temperature, seed=seed):
+        for i in range(n):
+            if not finished[i]:
+                tokens[i].append(step.tokens[i])
+                chosen[i].append(not step.forced[i])
+                finished[i] = step.done[i]
+    out = []
+    for toks, ch in zip(tokens, chosen, strict=True):
+        decoder = PieceDecoder(bot.tokenizer)
+        pieces = [p for t in toks for p in decoder.add(t)] + decoder.flush()
+        out.append((toks, ch, "".join(p.text for p in pieces if p.kind == "text")))
+    return out
+
+
+def _average_gradients(model) -> None:
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world

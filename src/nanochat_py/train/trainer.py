@@ -1,0 +1,173 @@
+"""The training loop shared by `train base` and `train sft`: gradient accumulation, the LR schedule,
+periodic held-out bits-per-byte, checkpoints in nanochat's layout, --resume, and a progress bar.
+
+A checkpoint is model_<step>.pt + meta_<step>.json (loadable by `nanochat_py.load`, like any other) plus
+optim_<step>.pt holding the optimizer state, so a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..checkpoint import read_meta, read_tensors, save_checkpoint
+from ..errors import NanochatError
+from ..model import GPT
+from ..sources import resolve
+from ..tokenizer import Tokenizer
+from .data import TokenRows
+from .distributed import Processes
+from .evaluate import bits_per_byte
+from .optimizers import LearningRates, build_optimizers, lr_factor, set_lr_factor
+from .tokenizer_training import save_tokenizer
+
+
+@dataclass
+class TrainSettings:
+    out_dir: Path
+    steps: int
+    batch_size: int = 8  # rows per micro-batch, per process
+    accum: int = 1  # micro-batches per optimizer step
+    lr: LearningRates = field(default_factory=LearningRates)
+    warmup: int = 0
+    warmdown_ratio: float = 0.2
+    final_lr: float = 0.0  # fraction of the peak LR at the end of warmdown
+    eval_every: int = 0  # steps between held-out evaluations (0: only at the end)
+    eval_rows: int = 64
+    save_every: int = 0  # steps between checkpoints (0: only at the end)
+    seed: int = 0
+    resume: bool = False
+    stage: str = "base"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+
+def loss_of(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the targets that count (-1 = ignored)."""
+    logits = model(inputs)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="sum") / max(
+        1, int((targets >= 0).sum())
+    )
+
+
+def train(
+    model: GPT,
+    tok: Tokenizer,
+    train_rows: TokenRows,
+    val_rows: TokenRows | None,
+    settings: TrainSettings,
+    procs: Processes,
+    extra_meta: dict | None = None,
+) -> Path:
+    """Run the loop to settings.steps and return the last checkpoint's path."""
+    s = settings
+    model.train().requires_grad_(True)
+    optimizers = build_optimizers(model, s.lr)
+    history: list[dict] = []
+    start = 0
+    if s.resume:
+        start, history = restore_state(model, optimizers, s.out_dir)
+    if start >= s.steps:
+        raise NanochatError(f"{s.out_dir} already holds step {start}; pass a larger --steps to train further")
+    wrapped = DistributedDataParallel(model) if procs.world > 1 else model
+    autocast = torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=procs.device.type == "cuda")
+    tokens_per_step = s.batch_size * train_rows.seq_len * s.accum * procs.world
+    bar = tqdm(total=s.steps, initial=start, desc=s.stage, unit="step", disable=not procs.is_main, dynamic_ncols=True)
+    for step in range(start, s.steps):
+        began = time.perf_counter()
+        set_lr_factor(optimizers, lr_factor(step, s.steps, s.warmup, s.warmdown_ratio, s.final_lr))
+        total = 0.0
+        for micro in range(s.accum):
+            inputs, targets = train_rows.batch((step * s.accum + micro) * procs.world + procs.rank, s.batch_size)
+            inputs, targets = inputs.to(procs.device), targets.to(procs.device)
+            sync = micro == s.accum - 1 or procs.world == 1
+            context = wrapped.no_sync() if not sync else _nothing()
+            with context, autocast:
+                loss = loss_of(wrapped, inputs, targets) / s.accum
+            with context:
+                loss.backward()
+            total += loss.item()
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        loss_value = procs.mean(total)
+        history.append({"step": step + 1, "loss": round(loss_value, 6)})
+        done = step + 1
+        if val_rows is not None and (done == s.steps or (s.eval_every and done % s.eval_every == 0)):
+            with autocast:
+                bpb = bits_per_byte(model, tok, val_rows, s.batch_size, s.eval_rows, procs)
+            history.append({"step": done, "val_bpb": round(bpb, 6)})
+            bar.write(f"step {done}: held-out bits per byte {bpb:.4f}") if procs.is_main else None
+            model.train()
+        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_step / (time.perf_counter() - began):,.0f}")
+        bar.update(1)
+        if done == s.steps or (s.save_every and done % s.save_every == 0):
+            path = save_state(model, tok, optimizers, done, history, s, extra_meta, procs)
+    bar.close()
+    model.eval().requires_grad_(False)
+    return path
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def save_state(model, tok, optimizers, step, history, s: TrainSettings, extra_meta, procs: Processes) -> Path:
+    """model_<step>.pt + meta_<step>.json (with the loss history) + optim_<step>.pt, and the tokenizer once."""
+    path = s.out_dir / f"model_{step:06d}.pt"
+    if procs.is_main:
+        meta = {"stage": s.stage, "history": history, "train": s.to_dict(), **(extra_meta or {})}
+        path = save_checkpoint(model, s.out_dir, step, meta)
+        torch.save([opt.state_dict() for opt in optimizers], s.out_dir / f"optim_{step:06d}.pt")
+        if not (s.out_dir / "tokenizer.pkl").is_file():
+            save_tokenizer(tok, s.out_dir)
+    procs.barrier()
+    return path
+
+
+def latest_step(out_dir: Path) -> int | None:
+    steps = [int(m.group(1)) for p in out_dir.glob("optim_*.pt") if (m := re.fullmatch(r"optim_(\d+)\.pt", p.name))]
+    return max(steps) if steps else None
+
+
+def restore_state(model: GPT, optimizers, out_dir: Path) -> tuple[int, list[dict]]:
+    """Load the last checkpoint in out_dir into model and optimizers; return (its step, its history)."""
+    step = latest_step(out_dir)
+    if step is None:
+        raise NanochatError(f"--resume: no optim_<step>.pt checkpoint in {out_dir}; run without --resume first")
+    state = read_tensors(out_dir / f"model_{step:06d}.pt")
+    model.load_state_dict({k: v.to(model.lm_head.weight.device) for k, v in state.items()})
+    saved = torch.load(out_dir / f"optim_{step:06d}.pt", map_location=model.lm_head.weight.device, weights_only=True)
+    if len(saved) != len(optimizers):
+        raise NanochatError(f"{out_dir}/optim_{step:06d}.pt does not match this model's optimizers")
+    for opt, opt_state in zip(optimizers, saved, strict=True):
+        opt.load_state_dict(opt_state)
+    meta = json.loads((out_dir / f"meta_{step:06d}.json").read_text())
+    return step, list(meta.get("history", []))
+
+
+def lineage_of(source) -> list[dict]:
+    """The stages that produced `source`, each with its history, so a report can plot the whole run."""
+    try:
+        meta = read_meta(resolve(source).meta)
+    except NanochatError:
+        return []
+    if "stage" not in meta:  # a published or transformers checkpoint: no training history of ours
+        return []
+    return [*meta.get("lineage", []), {"stage": meta["stage"], "history": meta.get("history", [])}]

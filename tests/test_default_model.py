@@ -1,0 +1,63 @@
+"""The model that ships inside the package: loaded with no source, offline, and as good as the README says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import nanochat_py
+from nanochat_py.sources import DEFAULT_MODEL_DIR
+from nanochat_py.train.evaluate import accuracy
+from nanochat_py.train.tasks import Problem
+
+
+@pytest.fixture(scope="module")
+def bot():
+    return nanochat_py.load(device="cpu")
+
+
+def _heldout(task: str, n: int) -> list[Problem]:
+    lines = (DEFAULT_MODEL_DIR / "heldout" / f"{task}.jsonl").read_text().splitlines()
+    return [Problem(**json.loads(line)) for line in lines[:n]]
+
+
+def test_ships_as_small_safetensors():
+    weights = list(DEFAULT_MODEL_DIR.glob("model_*.safetensors"))
+    assert len(weights) == 1 and not list(DEFAULT_MODEL_DIR.glob("*.pt"))
+    total = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.rglob("*") if p.is_file())
+    assert total <= 25 * 2**20
+
+
+def test_load_without_a_source_is_the_built_in_model(bot, monkeypatch, tmp_path):
+    assert bot.source == str(DEFAULT_MODEL_DIR)
+    assert bot.config.generation == "G5"
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))  # nanochat checkpoints there would win; none are
+    assert nanochat_py.load(device="cpu").source == str(DEFAULT_MODEL_DIR)
+
+
+def test_says_who_it_is(bot):
+    reply = bot.chat([{"role": "user", "content": "Who are you?"}], temperature=0.0, max_tokens=80)
+    assert "nanochat-py" in reply
+
+
+def test_arithmetic_through_the_calculator(bot):
+    result = accuracy(bot, _heldout("arithmetic", 60))
+    assert result["accuracy"] >= 0.95, result["failures"]
+    assert result["tool_use"] >= 0.95
+
+
+def test_counts_letters(bot):
+    result = accuracy(bot, _heldout("letters", 60))
+    assert result["accuracy"] >= 0.9, result["failures"]
+
+
+def test_chat_command_without_a_source_answers_with_the_tool():
+    done = subprocess.run(
+        [sys.executable, "-m", "nanochat_py.cli", "chat", "-p", "What is 123 + 456?", "-t", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "[calculator: 123+456 = 579]" in done.stdout and done.stdout.count("579") >= 2
