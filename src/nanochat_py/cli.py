@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="nanochat-py: %(message)s", stream=sys.stderr)
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # the Hub client's retry chatter is not ours to print
     try:
+        if args.command == "bench":
+            return _bench(args)
         if args.command in ("train", "eval", "export"):
             return _run_training_command(args)
         _check_sampling(parser, args)
@@ -87,6 +89,14 @@ def _add_training_commands(commands) -> None:
         _stage_module(name).add_arguments(stages.add_parser(name, help=summary, description=summary))
     evaluate = commands.add_parser("eval", help="bits-per-byte and task accuracy; JSON report + PNG plot")
     _stage_module("eval").add_arguments(evaluate)
+    bench = commands.add_parser("bench", help="prefill/decode speed and bandwidth use, beside transformers")
+    bench.add_argument("--source", "-s", default=None, help="a checkpoint to time (default: a random --shape)")
+    bench.add_argument("--shape", choices=("d2", "d12", "d20", "d32"), default="d12", help="random G0 shape (d12)")
+    bench.add_argument("--compare", default="transformers", help="transformers, or '' for none (G0 models only)")
+    bench.add_argument("--dtype", default="fp32,bf16,int8", help="comma-separated: fp32, bf16, int8")
+    bench.add_argument("--batch", default="1,8", help="comma-separated decode batch sizes (1,8)")
+    bench.add_argument("--steps", type=int, default=32, help="timed decode steps per batch size (32)")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
     export = commands.add_parser("export", help="re-save a checkpoint as safetensors (e.g. in bf16)")
     export.add_argument("--source", "-s", required=True, help="any checkpoint nanochat_py.load accepts")
     export.add_argument("--out", required=True, help="directory to write")
@@ -104,6 +114,25 @@ def _run_training_command(args) -> int:
         print(f"wrote {args.out}" + (f" and {report['plot']}" if report.get("plot") else ""))
         return 0
     _stage_module(args.stage).run(args)
+    return 0
+
+
+def _bench(args) -> int:
+    from . import bench
+
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    unknown = set(dtypes) - {"fp32", "bf16", "int8"}
+    if unknown:
+        raise NanochatError(f"unknown --dtype {', '.join(sorted(unknown))}; use fp32, bf16, int8")
+    batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    if args.source:
+        from .loader import load
+
+        model, hf = load(args.source, device="cpu", dtype="fp32").model, None  # transformers runs on --shape
+    else:
+        model, hf = bench.random_published(args.shape)
+    report = bench.run(model, hf, dtypes, batches, args.steps, args.compare.split(","))
+    print(bench.to_json(report) if args.json else bench.table(report))
     return 0
 
 

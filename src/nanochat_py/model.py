@@ -13,6 +13,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .kv_cache import KVCache
+from .linear import Linear
 
 
 def rms_norm(x: torch.Tensor, eps: float | None) -> torch.Tensor:
@@ -41,12 +42,12 @@ class CausalSelfAttention(nn.Module):
         self.config = config
         self.layer = layer
         c, d = config.n_embd, config.head_dim
-        self.c_q = nn.Linear(c, config.n_head * d, bias=False)
-        self.c_k = nn.Linear(c, config.n_kv_head * d, bias=False)
-        self.c_v = nn.Linear(c, config.n_kv_head * d, bias=False)
-        self.c_proj = nn.Linear(c, c, bias=False)
+        self.c_q = Linear(c, config.n_head * d, bias=False)
+        self.c_k = Linear(c, config.n_kv_head * d, bias=False)
+        self.c_v = Linear(c, config.n_kv_head * d, bias=False)
+        self.c_proj = Linear(c, c, bias=False)
         if config.has_value_embed(layer):
-            self.ve_gate = nn.Linear(config.ve_gate_channels, config.n_kv_head, bias=False)
+            self.ve_gate = Linear(config.ve_gate_channels, config.n_kv_head, bias=False)
 
     def forward(self, x, value_embed, rope, attend, cache: KVCache | None) -> torch.Tensor:
         cfg = self.config
@@ -81,8 +82,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.mlp_hidden, bias=False)
-        self.c_proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
+        self.c_fc = Linear(config.n_embd, config.mlp_hidden, bias=False)
+        self.c_proj = Linear(config.mlp_hidden, config.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(F.relu(self.c_fc(x)).square())
@@ -108,7 +109,7 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(
             {"wte": nn.Embedding(vp, c), "h": nn.ModuleList(Block(config, i) for i in range(n_layer))}
         )
-        self.lm_head = nn.Linear(c, vp, bias=False)
+        self.lm_head = Linear(c, vp, bias=False)
         if config.resid_lambdas:
             self.resid_lambdas = nn.Parameter(torch.ones(n_layer))
             self.x0_lambdas = nn.Parameter(torch.zeros(n_layer))
@@ -117,7 +118,7 @@ class GPT(nn.Module):
             layers = [i for i in range(n_layer) if config.has_value_embed(i)]
             self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(vp, kv_dim) for i in layers})
         if config.smear:
-            self.smear_gate = nn.Linear(config.smear_channels, 1, bias=False)
+            self.smear_gate = Linear(config.smear_channels, 1, bias=False)
             self.smear_lambda = nn.Parameter(torch.zeros(1))
         if config.backout:
             self.backout_lambda = nn.Parameter(torch.zeros(1))
@@ -126,11 +127,12 @@ class GPT(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.transformer.wte.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        """The activations' dtype (the embedding's: an int8-quantised model still computes in bf16)."""
+        return self.transformer.wte.weight.dtype
 
     def new_cache(self, batch_size: int, capacity: int, per_row: bool = False) -> KVCache:
         cfg = self.config
