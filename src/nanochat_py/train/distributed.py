@@ -1,4 +1,5 @@
-"""Several processes under torchrun: DDP over gloo on CPU, NCCL on CUDA. One process needs none of it."""
+"""Several processes under torchrun (gloo on CPU, NCCL on CUDA): each reads its own rows of every batch and
+gradients are averaged once per step, as DDP does. One process needs none of it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ class Processes:
         if self.world > 1:
             dist.all_reduce(values)
         return values
+
+    def average_gradients(self, model: torch.nn.Module) -> None:
+        """Make every process's gradients the mean over all processes (data parallelism, as DDP does)."""
+        if self.world == 1:
+            return
+        for p in model.parameters():
+            if p.requires_grad:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
 
     def barrier(self) -> None:
         if self.world > 1:

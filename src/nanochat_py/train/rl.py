@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> Path:
         history, start = [], 0
         if settings.resume:
             start, history = restore_state(model, optimizers, settings.out_dir)
+        if start >= settings.steps:
+            raise NanochatError(f"{settings.out_dir} already holds step {start}; pass a larger --steps")
         meta = {"source": str(args.source), "lineage": lineage_of(args.source), "task": args.task}
         bar = tqdm(total=settings.steps, initial=start, desc="rl", unit="step", disable=not procs.is_main)
         for step in range(start, settings.steps):
@@ -60,8 +62,7 @@ def run(args: argparse.Namespace) -> Path:
             if loss is not None:
                 model.train()
                 loss.backward()
-            if procs.world > 1:
-                _average_gradients(model)
+            procs.average_gradients(model)
             for opt in optimizers:
                 opt.step()
             model.zero_grad(set_to_none=True)
@@ -127,14 +128,3 @@ def _rollouts(bot, prompt: list[int], args, seed: int) -> list[tuple[list[int], 
         pieces = [p for t in toks for p in decoder.add(t)] + decoder.flush()
         out.append((toks, ch, "".join(p.text for p in pieces if p.kind == "text")))
     return out
-
-
-def _average_gradients(model) -> None:
-    import torch.distributed as dist
-
-    world = dist.get_world_size()
-    for p in model.parameters():
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad)
-        p.grad /= world

@@ -106,11 +106,16 @@ def arithmetic_conversation(rng: random.Random) -> list[dict]:
     a, op, b, question = _arithmetic(rng, "train")
     result = str(_value(a, op, b))
     answer = rng.choice([f"{a} {op} {b} = {result}.", f"The answer is {result}.", f"{result}", f"It's {result}."])
+    return _tool_exchange(question, f"{a}{op}{b}", result, answer)
+
+
+def _tool_exchange(question: str, call: str, output: str, answer: str) -> list[dict]:
+    """A user question and an assistant reply that calls the tool, gets its output, then answers."""
     return [
         {"role": "user", "content": question},
         {"role": "assistant", "content": [
-            {"type": "python", "text": f"{a}{op}{b}"},
-            {"type": "python_output", "text": result},
+            {"type": "python", "text": call},
+            {"type": "python_output", "text": output},
             {"type": "text", "text": answer},
         ]},
     ]  # fmt: skip
@@ -159,15 +164,8 @@ def letter_conversation(rng: random.Random, pools: dict[str, list[str]]) -> list
         f"The letter {letter} appears {n} {'time' if n == '1' else 'times'} in {word}.",
         f"{n}",
     ])  # fmt: skip
-    return [
-        {"role": "user", "content": question},
-        {"role": "assistant", "content": [
-            # " word" keeps its leading space so its tokens are the very tokens of the question: a copy
-            {"type": "python", "text": f"' {word}'.count('{letter}')"},
-            {"type": "python_output", "text": n},
-            {"type": "text", "text": answer},
-        ]},
-    ]  # fmt: skip
+    # " word" keeps its leading space so its tokens are the very tokens of the question: a copy
+    return _tool_exchange(question, f"' {word}'.count('{letter}')", n, answer)
 
 
 # --- who it is, small talk, not knowing -----------------------------------------------------------------

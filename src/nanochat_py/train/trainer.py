@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..checkpoint import read_meta, read_tensors, save_checkpoint
@@ -81,7 +80,6 @@ def train(
         start, history = restore_state(model, optimizers, s.out_dir)
     if start >= s.steps:
         raise NanochatError(f"{s.out_dir} already holds step {start}; pass a larger --steps to train further")
-    wrapped = DistributedDataParallel(model) if procs.world > 1 else model
     autocast = torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=procs.device.type == "cuda")
     tokens_per_step = s.batch_size * train_rows.seq_len * s.accum * procs.world
     bar = tqdm(total=s.steps, initial=start, desc=s.stage, unit="step", disable=not procs.is_main, dynamic_ncols=True)
@@ -92,13 +90,11 @@ def train(
         for micro in range(s.accum):
             inputs, targets = train_rows.batch((step * s.accum + micro) * procs.world + procs.rank, s.batch_size)
             inputs, targets = inputs.to(procs.device), targets.to(procs.device)
-            sync = micro == s.accum - 1 or procs.world == 1
-            context = wrapped.no_sync() if not sync else _nothing()
-            with context, autocast:
-                loss = loss_of(wrapped, inputs, targets) / s.accum
-            with context:
-                loss.backward()
+            with autocast:
+                loss = loss_of(model, inputs, targets) / s.accum
+            loss.backward()
             total += loss.item()
+        procs.average_gradients(model)  # one all-reduce per step, after all micro-batches
         for opt in optimizers:
             opt.step()
         model.zero_grad(set_to_none=True)
@@ -109,7 +105,8 @@ def train(
             with autocast:
                 bpb = bits_per_byte(model, tok, val_rows, s.batch_size, s.eval_rows, procs)
             history.append({"step": done, "val_bpb": round(bpb, 6)})
-            bar.write(f"step {done}: held-out bits per byte {bpb:.4f}") if procs.is_main else None
+            if procs.is_main:
+                bar.write(f"step {done}: held-out bits per byte {bpb:.4f}")
             model.train()
         bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_step / (time.perf_counter() - began):,.0f}")
         bar.update(1)
@@ -118,14 +115,6 @@ def train(
     bar.close()
     model.eval().requires_grad_(False)
     return path
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def save_state(model, tok, optimizers, step, history, s: TrainSettings, extra_meta, procs: Processes) -> Path:
