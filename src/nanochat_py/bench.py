@@ -146,7 +146,8 @@ def ours(model: GPT, batches: list[int], steps: int, bandwidth: float, dtype: st
 
 
 @torch.inference_mode()
-def transformers_figures(hf, batches: list[int], steps: int, bandwidth: float) -> Figures:
+def transformers_figures(hf, twin: GPT, batches: list[int], steps: int, bandwidth: float) -> Figures:
+    """transformers' figures; `twin` is our fp32 model on the same tensors, which reads the same bytes per step."""
     figures = Figures("transformers", "fp32")
     vocab = hf.config.vocab_size
     prompt = torch.randint(0, vocab, (1, PROMPT))
@@ -160,7 +161,7 @@ def transformers_figures(hf, batches: list[int], steps: int, bandwidth: float) -
         generate(steps + 1)
         per_step = (time.perf_counter() - t - one) / steps
         figures.decode_tok_s[batch] = batch / per_step
-        figures.bandwidth_use[batch] = step_bytes_hf(hf, batch, DECODE_PROMPT + steps // 2) / per_step / 1e9 / bandwidth
+        figures.bandwidth_use[batch] = step_bytes(twin, batch, DECODE_PROMPT + steps // 2) / per_step / 1e9 / bandwidth
     figures.peak_rss_mb = _peak_rss_mb()
     return figures
 
@@ -168,13 +169,6 @@ def transformers_figures(hf, batches: list[int], steps: int, bandwidth: float) -
 def _hf_generate(hf, ids: torch.Tensor, n: int) -> torch.Tensor:
     mask = torch.ones_like(ids)
     return hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=1)
-
-
-def step_bytes_hf(hf, batch: int, context: int) -> int:
-    weights = sum(p.numel() * p.element_size() for n, p in hf.named_parameters() if p.dim() == 2 and "embed" not in n)
-    cfg = hf.config
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    return weights + 2 * cfg.num_hidden_layers * batch * cfg.num_key_value_heads * head_dim * context * 4
 
 
 @torch.inference_mode()
@@ -220,7 +214,7 @@ def run(model: GPT, hf, dtypes: list[str], batches: list[int], steps: int, compa
     bandwidth = measure_bandwidth()
     results: list[Figures] = []
     if "transformers" in compare and hf is not None:
-        results.append(transformers_figures(hf, batches, steps, bandwidth))
+        results.append(transformers_figures(hf, model, batches, steps, bandwidth))
     for dtype in dtypes:
         variant = variant_of(model, dtype)
         figures = ours(variant, batches, steps, bandwidth, dtype)
