@@ -1,10 +1,9 @@
-"""The model's linear layers, with the fastest CPU path for decoding.
+"""The model's linear layers, with the compiled decode kernel for a few rows on CPU.
 
-Decoding reads every weight once per step, so its speed is the rate at which a matrix-vector product
-streams weights from memory. On CPU, F.linear with only a few rows is slow: measured on 2 Sapphire
-Rapids cores with a 65536x768 matrix, bf16 F.linear reads 26 GB/s where torch.mv reads 43 GB/s (one row)
-and `W @ x.T` 42 GB/s (8 rows); fp32 with 8 rows reads 9 GB/s where `W @ x.T` reads 14 GB/s. Those
-cases take the faster call; everything else (one fp32 row, prefill, training, CUDA) is plain F.linear.
+Decoding reads every weight once per step for one row of activations per sequence, so its speed is the
+rate at which a matrix-vector product streams weights from memory. torch's CPU matrix-vector paths read
+about half of what memory allows (benchmarks/README.md); `kernels.linear_rows` streams close to it, for
+up to KERNEL_ROWS rows. Prefill, training, larger batches and other devices use F.linear.
 """
 
 from __future__ import annotations
@@ -13,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FEW_ROWS = 32  # up to this many rows (a decode step of a batch) the transposed product wins on CPU
+from . import kernels
+
+KERNEL_ROWS = 8  # beyond this many rows torch's matrix-matrix product catches up (benchmarks/README.md)
 
 
 class Linear(nn.Linear):
@@ -21,16 +22,37 @@ class Linear(nn.Linear):
         return linear(x, self.weight)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def kernel_for(x: torch.Tensor, weight: torch.Tensor):
+    """The compiled kernels if they should run this product, else None."""
     rows = x.numel() // x.shape[-1]
     if (
-        x.device.type == "cpu"
-        and rows <= FEW_ROWS
-        and (weight.dtype == torch.bfloat16 or rows > 1)
-        and not (torch.is_grad_enabled() and weight.requires_grad)  # training keeps the plain path
+        x.device.type != "cpu"
+        or rows > KERNEL_ROWS
+        or x.shape[-1] % 32
+        or not weight.is_contiguous()
+        or (weight.dtype != torch.int8 and weight.dtype != x.dtype)
+        or x.dtype not in (torch.float32, torch.bfloat16)
+        or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))  # training keeps autograd
     ):
-        if rows == 1:
-            return torch.mv(weight, x.reshape(-1)).reshape(*x.shape[:-1], weight.shape[0])
-        out = weight @ x.reshape(rows, x.shape[-1]).T
-        return out.T.reshape(*x.shape[:-1], weight.shape[0])
-    return F.linear(x, weight)
+        return None
+    return kernels.ops()
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    kernel = kernel_for(x, weight)
+    if kernel is None:
+        return F.linear(x, weight)
+    out = kernel.linear_rows(x.reshape(-1, x.shape[-1]), [weight], [None])[0]
+    return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def linear_many(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
+    """[layer(x) for layer in layers] in one kernel call where possible (e.g. q, k and v of one input)."""
+    weights = [layer.weight for layer in layers]
+    kernel = kernel_for(x, weights[0])
+    if kernel is None or any(w.dtype != weights[0].dtype for w in weights):
+        return [layer(x) for layer in layers]
+    scales = [getattr(layer, "scale", None) for layer in layers]  # quantised layers carry one per output row
+    scales = [None if s is None else s.float() for s in scales]
+    outs = kernel.linear_rows(x.reshape(-1, x.shape[-1]), weights, scales)
+    return [out.view(*x.shape[:-1], out.shape[-1]) for out in outs]

@@ -7,17 +7,25 @@ only when its generation has it, so a missing or extra tensor is always an error
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .linear import Linear
+from .linear import KERNEL_ROWS, Linear, linear_many
 
 
 def rms_norm(x: torch.Tensor, eps: float | None) -> torch.Tensor:
     """RMSNorm without a weight; eps=None uses the dtype's machine epsilon, exactly as nanochat does."""
+    if x.device.type == "cpu" and not x.requires_grad and x.numel() <= KERNEL_ROWS * x.shape[-1]:
+        ops = kernels.ops()
+        if ops is not None and x.dtype in (torch.float32, torch.bfloat16):
+            return ops.rms_norm(x, eps if eps is not None else torch.finfo(x.dtype).eps)
     return F.rms_norm(x, (x.size(-1),), eps=eps)
 
 
@@ -36,11 +44,23 @@ def _visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> to
     return mask
 
 
+@dataclass
+class KernelStep:
+    """A decode step (one token per row) through the compiled CPU kernels: where each row's token goes,
+    and the full RoPE tables, which the attention kernel indexes by position."""
+
+    kernels: SimpleNamespace
+    positions: torch.Tensor  # [B] int64
+    cos: torch.Tensor  # [positions, head_dim / 2] fp32
+    sin: torch.Tensor
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.config = config
         self.layer = layer
+        self.window = config.window_sizes()[layer]
         c, d = config.n_embd, config.head_dim
         self.c_q = Linear(c, config.n_head * d, bias=False)
         self.c_k = Linear(c, config.n_kv_head * d, bias=False)
@@ -49,7 +69,9 @@ class CausalSelfAttention(nn.Module):
         if config.has_value_embed(layer):
             self.ve_gate = Linear(config.ve_gate_channels, config.n_kv_head, bias=False)
 
-    def forward(self, x, value_embed, rope, attend, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x, value_embed, rope, attend, cache: KVCache | None, step: KernelStep | None) -> torch.Tensor:
+        if step is not None:
+            return self._kernel_step(x, value_embed, cache, step)
         cfg = self.config
         B, T, _ = x.shape
         q = self.c_q(x).view(B, T, cfg.n_head, cfg.head_dim)
@@ -78,6 +100,22 @@ class CausalSelfAttention(nn.Module):
         )
         return self.c_proj(y.transpose(1, 2).reshape(B, T, -1))
 
+    def _kernel_step(self, x, value_embed, cache: KVCache, step: KernelStep) -> torch.Tensor:
+        """The same computation for one token per row: q, k and v in one pass over their weights, then RoPE,
+        QK-norm, the cache write and attention in one kernel."""
+        cfg = self.config
+        B = x.shape[0]
+        x = x.view(B, -1)
+        q, k, v = linear_many(x, [self.c_q, self.c_k, self.c_v])
+        if value_embed is not None:
+            gate = cfg.ve_gate_scale * torch.sigmoid(self.ve_gate(x[:, : cfg.ve_gate_channels]))  # [B, kv heads]
+            v = (v.view(B, cfg.n_kv_head, -1) + gate.unsqueeze(-1) * value_embed.view(B, cfg.n_kv_head, -1)).view(B, -1)
+        eps = cfg.norm_eps if cfg.norm_eps is not None else torch.finfo(x.dtype).eps
+        window = -1 if self.window is None else self.window
+        y = step.kernels.decode_attention(q, k, v, cache.k[self.layer], cache.v[self.layer], step.positions, window,
+                                          step.cos, step.sin, eps, cfg.qk_scale)  # fmt: skip
+        return self.c_proj(y.view(B, 1, -1))
+
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
@@ -96,8 +134,8 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer)
         self.mlp = MLP(config)
 
-    def forward(self, x, value_embed, rope, attend, cache) -> torch.Tensor:
-        x = x + self.attn(rms_norm(x, self.eps), value_embed, rope, attend, cache)
+    def forward(self, x, value_embed, rope, attend, cache, step) -> torch.Tensor:
+        x = x + self.attn(rms_norm(x, self.eps), value_embed, rope, attend, cache, step)
         return x + self.mlp(rms_norm(x, self.eps))
 
 
@@ -131,7 +169,7 @@ class GPT(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The activations' dtype (the embedding's: an int8-quantised model still computes in bf16)."""
+        """The activations' dtype (the embedding's: an int8-quantised model computes in it too)."""
         return self.transformer.wte.weight.dtype
 
     def new_cache(self, batch_size: int, capacity: int, per_row: bool = False) -> KVCache:
@@ -151,10 +189,16 @@ class GPT(nn.Module):
         if cfg.smear:
             x = self._smear(x, cache)
         x0 = x
+        positions = None  # per-row mode: each row's position this step
         if cache is not None and cache.row_pos is not None:
             if T != 1:
                 raise ValueError("a per-row KV cache decodes one token per row at a time")
             positions = cache.begin_row_step()
+        step = self._kernel_step(x, cache, positions) if cache is not None and T == 1 else None
+        rope, attends = None, {}
+        if step is not None:
+            pass  # the kernels take positions and the whole RoPE table
+        elif positions is not None:
             rope = self._rope_at(positions, cache.row_end, x.dtype)
             attends = {w: self._attend_rows(positions, cache.row_end, w) for w in set(self.window_sizes)}
         else:
@@ -166,7 +210,7 @@ class GPT(nn.Module):
             if cfg.resid_lambdas:
                 x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             value_embed = self.value_embeds[str(i)](idx).to(x.dtype) if cfg.has_value_embed(i) else None
-            x = block(x, value_embed, rope, attends[self.window_sizes[i]], cache)
+            x = block(x, value_embed, rope, attends.get(self.window_sizes[i]), cache, step)
             if i == backout_at:
                 x_mid = x
         if cfg.backout:
@@ -179,6 +223,20 @@ class GPT(nn.Module):
         if cfg.softcap:
             logits = cfg.softcap * torch.tanh(logits / cfg.softcap)
         return logits
+
+    def _kernel_step(self, x: torch.Tensor, cache: KVCache, positions: torch.Tensor | None) -> KernelStep | None:
+        """A KernelStep where the compiled CPU kernels can run this one-token step, else None (plain torch)."""
+        if x.device.type != "cpu" or (torch.is_grad_enabled() and self.transformer.wte.weight.requires_grad):
+            return None
+        ops = kernels.ops()
+        if ops is None or x.dtype not in (torch.float32, torch.bfloat16) or cache.k.dtype != x.dtype:
+            return None
+        if positions is None:  # every row at the shared position
+            if cache.pos >= cache.capacity:
+                raise ValueError(f"KV cache is full: {cache.pos + 1} positions needed, capacity {cache.capacity}")
+            positions = torch.full((x.shape[0],), cache.pos, dtype=torch.long)
+        self._rope_table_for(cache.capacity)
+        return KernelStep(ops, positions, *self._rope_table)
 
     def _smear(self, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """G5: mix each token's (un-smeared) predecessor embedding into it, gated by the token itself."""

@@ -1,0 +1,472 @@
+// CPU kernels for the decode step: a step reads every weight once for a few rows of activations, so its
+// speed is the rate at which these loops stream weights from memory.
+//
+// - linear_rows: y_i = x @ W_i.T for a few rows of x and one or more weights at once (q, k, v in one call),
+//   for fp32, bf16 and int8 (+ per-row scale) weights. Each thread walks whole weight rows front to back,
+//   one sequential stream (measured faster than interleaving several rows), with several independent
+//   accumulators so the loop waits on memory, not on the previous multiply-add.
+// - decode_attention: one new token per sequence: RoPE, QK-norm and scale, the key/value written into the
+//   cache in place, then attention over that sequence's visible keys (sliding window, grouped KV heads).
+//
+// With AVX-512 (bf16 and VNNI where the CPU has them) the inner loops use intrinsics; elsewhere, portable
+// loops the compiler vectorises. Build: nanochat_py/kernels/__init__.py (-O3 -march=native, at first use).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && !defined(NANOCHAT_PORTABLE)
+#define NANOCHAT_AVX512 1
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int64_t kMaxRows = 8;  // rows of x per pass over the weights (more rows: several passes)
+constexpr int64_t kPrefetchRows = 2;  // how far ahead, in blocks of rows, the slower loops prefetch weights
+
+inline float bf16_to_float(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline uint16_t float_to_bf16(float f) { return c10::BFloat16(f).x; }
+
+// x as the weights' kernels want it: fp32, bf16, or int16 with one scale per row (int8 weights).
+struct Activations {
+  std::vector<float> f32;
+  std::vector<uint16_t> bf16;
+  std::vector<int16_t> i16;
+  std::vector<float> i16_scale;
+};
+
+Activations prepare(const at::Tensor& x, at::ScalarType weight_type) {
+  const int64_t M = x.size(0), K = x.size(1);
+  Activations a;
+  at::Tensor xf = x.to(at::kFloat).contiguous();
+  const float* p = xf.data_ptr<float>();
+  if (weight_type == at::kFloat) {
+    a.f32.assign(p, p + M * K);
+  } else if (weight_type == at::kBFloat16) {
+    a.bf16.resize(M * K);
+    for (int64_t i = 0; i < M * K; i++) a.bf16[i] = float_to_bf16(p[i]);
+  } else {
+    // int16 keeps ~4.5 significant digits, far finer than the int8 weights: the product's error is the
+    // weights'. An int32 lane sums at most ceil(K / 16) products of |w| <= 127 and |x| <= qmax.
+    const float qmax = static_cast<float>(std::min<int64_t>(32767, INT32_MAX / (127 * ((K + 15) / 16))));
+    a.i16.resize(M * K);
+    a.i16_scale.resize(M);
+    for (int64_t m = 0; m < M; m++) {
+      float amax = 0.f;
+      for (int64_t k = 0; k < K; k++) amax = std::max(amax, std::fabs(p[m * K + k]));
+      const float scale = amax > 0.f ? amax / qmax : 1.f;
+      a.i16_scale[m] = scale;
+      for (int64_t k = 0; k < K; k++) a.i16[m * K + k] = static_cast<int16_t>(std::nearbyint(p[m * K + k] / scale));
+    }
+  }
+  return a;
+}
+
+// ---- R weight rows against M rows of x: out[r][m] = sum_k w[r, k] * x[m, k] ------------------------------
+// One weight type = how a chunk of weights is loaded and multiplied into an accumulator. Several
+// independent accumulators (U) keep the loop waiting on memory rather than on the previous multiply-add;
+// with several rows of x, two weight rows at a time (R) halve the reloads of x per weight byte.
+
+template <int M>
+constexpr int rows_at_once() { return M >= 3 ? 2 : 1; }
+template <int M>
+constexpr int unroll() { return M == 1 ? 4 : (M == 2 ? 2 : 1); }
+
+#ifdef NANOCHAT_AVX512
+
+struct F32 {
+  using W = float;
+  using X = float;
+  using Acc = __m512;
+  static constexpr int kStep = 16;
+  static Acc zero() { return _mm512_setzero_ps(); }
+  static __m512 load_w(const W* w) { return _mm512_loadu_ps(w); }
+  static Acc madd(Acc acc, __m512 w, const X* x) { return _mm512_fmadd_ps(w, _mm512_loadu_ps(x), acc); }
+  static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
+  static float reduce(Acc a) { return _mm512_reduce_add_ps(a); }
+};
+
+struct BF16 {
+  using W = uint16_t;
+  using X = uint16_t;
+  using Acc = __m512;
+  static constexpr int kStep = 32;
+  static Acc zero() { return _mm512_setzero_ps(); }
+  static __m512i load_w(const W* w) { return _mm512_loadu_si512(w); }
+#ifdef __AVX512BF16__
+  static Acc madd(Acc acc, __m512i w, const X* x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_loadu_si512(x)); }
+#else
+  // no native bf16 dot product: widen both halves to fp32 (a bf16 is the top half of an fp32)
+  static Acc madd(Acc acc, __m512i w, const X* x) {
+    const __m512i xv = _mm512_loadu_si512(x), hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+    acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(xv, 16)), acc);
+    return _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w, hi)), _mm512_castsi512_ps(_mm512_and_si512(xv, hi)), acc);
+  }
+#endif
+  static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
+  static float reduce(Acc a) { return _mm512_reduce_add_ps(a); }
+};
+
+// int8 weights widened to int16, times int16 activations, summed exactly in int32 (`prepare` bounds the
+// activations so that no lane can overflow)
+struct I8 {
+  using W = int8_t;
+  using X = int16_t;
+  using Acc = __m512i;
+  static constexpr int kStep = 32;
+  static Acc zero() { return _mm512_setzero_si512(); }
+  static __m512i load_w(const W* w) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))); }
+#ifdef __AVX512VNNI__
+  static Acc madd(Acc acc, __m512i w, const X* x) { return _mm512_dpwssd_epi32(acc, w, _mm512_loadu_si512(x)); }
+#else
+  static Acc madd(Acc acc, __m512i w, const X* x) { return _mm512_add_epi32(acc, _mm512_madd_epi16(w, _mm512_loadu_si512(x))); }
+#endif
+  static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
+  static float reduce(Acc a) { return static_cast<float>(_mm512_reduce_add_epi32(a)); }
+};
+
+template <class T, int M, int R>
+void dot(const typename T::W* w, const typename T::X* x, int64_t K, float (&out)[R][M]) {
+  constexpr int U = unroll<M>(), S = T::kStep;
+  typename T::Acc acc[R][M][U];
+  for (int r = 0; r < R; r++)
+    for (int m = 0; m < M; m++)
+      for (int u = 0; u < U; u++) acc[r][m][u] = T::zero();
+  int64_t k = 0;
+  for (; k + S * U <= K; k += S * U)
+    for (int u = 0; u < U; u++)
+      for (int r = 0; r < R; r++) {
+        const typename T::W* wk = w + r * K + k + S * u;
+        // one row of x streams well on the hardware prefetcher alone; slower loops need a hint
+        if constexpr (M > 1) _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchRows * R * K), _MM_HINT_T0);
+        const auto wv = T::load_w(wk);
+        for (int m = 0; m < M; m++) acc[r][m][u] = T::madd(acc[r][m][u], wv, x + m * K + k + S * u);
+      }
+  for (; k < K; k += S)
+    for (int r = 0; r < R; r++) {
+      const auto wv = T::load_w(w + r * K + k);
+      for (int m = 0; m < M; m++) acc[r][m][0] = T::madd(acc[r][m][0], wv, x + m * K + k);
+    }
+  for (int r = 0; r < R; r++)
+    for (int m = 0; m < M; m++) {
+      for (int u = 1; u < U; u++) acc[r][m][0] = T::add(acc[r][m][0], acc[r][m][u]);
+      out[r][m] = T::reduce(acc[r][m][0]);
+    }
+}
+
+#else  // portable loops: `omp simd reduction` lets the compiler reorder the sums into vector lanes
+
+struct F32 {
+  using W = float;
+  using X = float;
+  using Sum = float;
+  static float widen(float v) { return v; }
+};
+struct BF16 {
+  using W = uint16_t;
+  using X = uint16_t;
+  using Sum = float;
+  static float widen(uint16_t v) { return bf16_to_float(v); }
+};
+struct I8 {
+  using W = int8_t;
+  using X = int16_t;
+  using Sum = int32_t;
+  static int32_t widen(int32_t v) { return v; }
+};
+
+template <class T, int M, int R>
+void dot(const typename T::W* w, const typename T::X* x, int64_t K, float (&out)[R][M]) {
+  for (int r = 0; r < R; r++)
+    for (int m = 0; m < M; m++) {
+      typename T::Sum s = 0;
+      const typename T::W* wr = w + r * K;
+      const typename T::X* xm = x + m * K;
+#pragma omp simd reduction(+ : s)
+      for (int64_t k = 0; k < K; k++) s += T::widen(wr[k]) * T::widen(xm[k]);
+      out[r][m] = static_cast<float>(s);
+    }
+}
+
+#endif
+
+// ---- linear_rows -------------------------------------------------------------------------------------------
+
+struct Weight {
+  const void* data;
+  const float* scale;  // int8: one per output row
+  int64_t rows;
+  void* out;  // [M, rows] in the activations' dtype
+};
+
+template <typename T>
+inline void store(void* out, int64_t index, float value) {
+  if constexpr (std::is_same_v<T, float>) {
+    static_cast<float*>(out)[index] = value;
+  } else {
+    static_cast<uint16_t*>(out)[index] = float_to_bf16(value);
+  }
+}
+
+// rows [n0, n1) of one weight of type T, for rows m0..m0+M-1 of x
+template <class T, int M, int R, typename OutT>
+void weight_rows(const Weight& w, const typename T::X* x, const float* x_scale, int64_t K, int64_t m0, int64_t n0,
+                 int64_t n1) {
+  const auto* data = static_cast<const typename T::W*>(w.data);
+  float out[R][M];
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    dot<T, M, R>(data + n * K, x + m0 * K, K, out);
+    for (int r = 0; r < R; r++)
+      for (int m = 0; m < M; m++) {
+        const float scale = w.scale ? w.scale[n + r] * x_scale[m0 + m] : 1.f;  // int8: weight row x activation row
+        store<OutT>(w.out, (m0 + m) * w.rows + n + r, out[r][m] * scale);
+      }
+  }
+  if constexpr (R > 1)
+    if (n < n1) weight_rows<T, M, 1, OutT>(w, x, x_scale, K, m0, n, n1);
+}
+
+template <int M, typename OutT>
+void weight_rows(const Weight& w, at::ScalarType type, const Activations& a, int64_t m0, int64_t K,
+                 int64_t n0, int64_t n1) {
+  constexpr int R = rows_at_once<M>();
+  if (type == at::kFloat) weight_rows<F32, M, R, OutT>(w, a.f32.data(), nullptr, K, m0, n0, n1);
+  else if (type == at::kBFloat16) weight_rows<BF16, M, R, OutT>(w, a.bf16.data(), nullptr, K, m0, n0, n1);
+  else weight_rows<I8, M, R, OutT>(w, a.i16.data(), a.i16_scale.data(), K, m0, n0, n1);
+}
+
+template <typename OutT>
+void run_rows(int64_t M, const Weight& w, at::ScalarType type, const Activations& a, int64_t m0, int64_t K,
+              int64_t n0, int64_t n1) {
+  switch (M) {
+    case 1: return weight_rows<1, OutT>(w, type, a, m0, K, n0, n1);
+    case 2: return weight_rows<2, OutT>(w, type, a, m0, K, n0, n1);
+    case 3: return weight_rows<3, OutT>(w, type, a, m0, K, n0, n1);
+    case 4: return weight_rows<4, OutT>(w, type, a, m0, K, n0, n1);
+    case 5: return weight_rows<5, OutT>(w, type, a, m0, K, n0, n1);
+    case 6: return weight_rows<6, OutT>(w, type, a, m0, K, n0, n1);
+    case 7: return weight_rows<7, OutT>(w, type, a, m0, K, n0, n1);
+    default: return weight_rows<8, OutT>(w, type, a, m0, K, n0, n1);
+  }
+}
+
+std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights, at::ArrayRef<c10::optional<at::Tensor>> scales) {
+  TORCH_CHECK(x.dim() == 2 && x.device().is_cpu(), "linear_rows: x must be a 2-D CPU tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "linear_rows: x must be fp32 or bf16");
+  TORCH_CHECK(!weights.empty() && weights.size() == scales.size(), "linear_rows: one scale (or None) per weight");
+  const int64_t M = x.size(0), K = x.size(1);
+  const at::ScalarType type = weights[0].scalar_type();
+  TORCH_CHECK(type == at::kFloat || type == at::kBFloat16 || type == at::kChar, "linear_rows: weights must be fp32, bf16 or int8");
+  TORCH_CHECK(K % 32 == 0, "linear_rows: the input width must be a multiple of 32");
+  std::vector<at::Tensor> outs;
+  std::vector<Weight> ws;
+  std::vector<int64_t> first_row{0};  // weights laid end to end: global row r is in weight i iff first_row[i] <= r
+  for (size_t i = 0; i < weights.size(); i++) {
+    const at::Tensor& w = weights[i];
+    TORCH_CHECK(w.scalar_type() == type && w.dim() == 2 && w.size(1) == K && w.is_contiguous() && w.device().is_cpu(),
+                "linear_rows: every weight must be a contiguous CPU [N, ", K, "] tensor of one dtype");
+    const float* s = nullptr;
+    if (type == at::kChar) {
+      TORCH_CHECK(scales[i].has_value() && scales[i]->scalar_type() == at::kFloat && scales[i]->numel() == w.size(0) &&
+                      scales[i]->is_contiguous(), "linear_rows: int8 weights need a contiguous fp32 scale per row");
+      s = scales[i]->data_ptr<float>();
+    }
+    outs.push_back(at::empty({M, w.size(0)}, x.options()));
+    ws.push_back({w.data_ptr(), s, w.size(0), outs.back().data_ptr()});
+    first_row.push_back(first_row.back() + w.size(0));
+  }
+  const Activations a = prepare(x, type);
+  const bool out_f32 = x.scalar_type() == at::kFloat;
+  for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {
+    const int64_t rows = std::min(kMaxRows, M - m0);
+    at::parallel_for(0, first_row.back(), 64, [&](int64_t r0, int64_t r1) {
+      for (size_t i = 0; i < ws.size(); i++) {
+        const int64_t n0 = std::max(r0, first_row[i]) - first_row[i], n1 = std::min(r1, first_row[i + 1]) - first_row[i];
+        if (n0 >= n1) continue;
+        if (out_f32) run_rows<float>(rows, ws[i], type, a, m0, K, n0, n1);
+        else run_rows<uint16_t>(rows, ws[i], type, a, m0, K, n0, n1);
+      }
+    });
+  }
+  return outs;
+}
+
+// ---- rms_norm (the few rows of a decode step: torch's version costs more in dispatch than in arithmetic) ----
+
+at::Tensor rms_norm(const at::Tensor& x, double eps) {
+  TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+              "rms_norm: x must be an fp32 or bf16 CPU tensor");
+  const at::Tensor in = x.contiguous();
+  at::Tensor out = at::empty_like(in);
+  const int64_t C = in.size(-1), rows = C ? in.numel() / C : 0;
+  for (int64_t r = 0; r < rows; r++) {
+    if (in.scalar_type() == at::kFloat) {
+      const float* p = in.data_ptr<float>() + r * C;
+      float* o = out.data_ptr<float>() + r * C;
+      float sq = 0.f;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t i = 0; i < C; i++) sq += p[i] * p[i];
+      const float inv = 1.f / std::sqrt(sq / static_cast<float>(C) + static_cast<float>(eps));
+      for (int64_t i = 0; i < C; i++) o[i] = p[i] * inv;
+    } else {
+      const uint16_t* p = reinterpret_cast<const uint16_t*>(in.data_ptr()) + r * C;
+      uint16_t* o = reinterpret_cast<uint16_t*>(out.data_ptr()) + r * C;
+      float sq = 0.f;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t i = 0; i < C; i++) sq += bf16_to_float(p[i]) * bf16_to_float(p[i]);
+      const float inv = 1.f / std::sqrt(sq / static_cast<float>(C) + static_cast<float>(eps));
+      for (int64_t i = 0; i < C; i++) o[i] = float_to_bf16(bf16_to_float(p[i]) * inv);
+    }
+  }
+  return out;
+}
+
+// ---- decode_attention --------------------------------------------------------------------------------------
+
+template <typename T>
+inline float load(const T* p, int64_t i) {
+  if constexpr (std::is_same_v<T, float>) return p[i];
+  else return bf16_to_float(reinterpret_cast<const uint16_t*>(p)[i]);
+}
+
+template <typename T>
+inline void put(T* p, int64_t i, float v) {
+  if constexpr (std::is_same_v<T, float>) p[i] = v;
+  else reinterpret_cast<uint16_t*>(p)[i] = float_to_bf16(v);
+}
+
+// nanochat's RoPE (each head's halves rotated by -theta), RMS norm over the head, then the QK scale
+template <typename T>
+void rope_norm(const T* in, float* out, const float* cos, const float* sin, int64_t d, float eps, float scale) {
+  const int64_t half = d / 2;
+  float sq = 0.f;
+  for (int64_t i = 0; i < half; i++) {
+    const float x1 = load(in, i), x2 = load(in, i + half);
+    out[i] = x1 * cos[i] + x2 * sin[i];
+    out[i + half] = x1 * -sin[i] + x2 * cos[i];
+  }
+  for (int64_t i = 0; i < d; i++) sq += out[i] * out[i];
+  const float r = 1.f / std::sqrt(sq / static_cast<float>(d) + eps);
+  for (int64_t i = 0; i < d; i++) out[i] = out[i] * r * scale;
+}
+
+template <typename T>
+at::Tensor attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& cache_k,
+                          at::Tensor& cache_v, const at::Tensor& positions, int64_t window, const at::Tensor& cos,
+                          const at::Tensor& sin, double eps, double qk_scale) {
+  const int64_t B = cache_k.size(0), G = cache_k.size(1), cap = cache_k.size(2), d = cache_k.size(3);
+  const int64_t H = q.size(1) / d, group = H / G, half = d / 2;
+  const int64_t* pos = positions.data_ptr<int64_t>();
+  const float* cos_p = cos.data_ptr<float>();
+  const float* sin_p = sin.data_ptr<float>();
+  T* ck = cache_k.data_ptr<T>();
+  T* cv = cache_v.data_ptr<T>();
+  const int64_t sb = cache_k.stride(0), sg = cache_k.stride(1), st = cache_k.stride(2);
+  const T* qp = q.data_ptr<T>();
+  const T* kp = k.data_ptr<T>();
+  const T* vp = v.data_ptr<T>();
+  for (int64_t b = 0; b < B; b++) TORCH_CHECK(pos[b] >= 0 && pos[b] < cap, "decode_attention: position ", pos[b], " is outside the cache (capacity ", cap, ")");
+
+  // 1. the new key (rotated, normed, scaled) and value go into the cache
+  at::parallel_for(0, B * G, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> buf(d);
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t b = i / G, g = i % G;
+      rope_norm(kp + b * k.stride(0) + g * d, buf.data(), cos_p + pos[b] * half, sin_p + pos[b] * half, d,
+                static_cast<float>(eps), static_cast<float>(qk_scale));
+      T* kdst = ck + b * sb + g * sg + pos[b] * st;
+      T* vdst = cv + b * sb + g * sg + pos[b] * st;
+      for (int64_t j = 0; j < d; j++) {
+        put(kdst, j, buf[j]);
+        vdst[j] = vp[b * v.stride(0) + g * d + j];
+      }
+    }
+  });
+
+  // 2. each query head attends to its sequence's visible keys: first..pos
+  at::Tensor y = at::empty({B, H * d}, q.options());
+  T* yp = y.data_ptr<T>();
+  const float softmax_scale = 1.f / std::sqrt(static_cast<float>(d));
+  at::parallel_for(0, B * H, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> qv(d), acc(d), scores;
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t b = i / H, h = i % H, g = h / group;
+      const int64_t last = pos[b], first = window >= 0 ? std::max<int64_t>(0, last - window) : 0;
+      rope_norm(qp + b * q.stride(0) + h * d, qv.data(), cos_p + last * half, sin_p + last * half, d,
+                static_cast<float>(eps), static_cast<float>(qk_scale));
+      const T* keys = ck + b * sb + g * sg;
+      const T* values = cv + b * sb + g * sg;
+      scores.resize(last - first + 1);
+      float best = -INFINITY;
+      for (int64_t t = first; t <= last; t++) {
+        const T* key = keys + t * st;
+        float s = 0.f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < d; j++) s += qv[j] * load(key, j);
+        s *= softmax_scale;
+        scores[t - first] = s;
+        best = std::max(best, s);
+      }
+      float total = 0.f;
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t t = first; t <= last; t++) {
+        const float p = std::exp(scores[t - first] - best);
+        total += p;
+        const T* value = values + t * st;
+#pragma omp simd
+        for (int64_t j = 0; j < d; j++) acc[j] += p * load(value, j);
+      }
+      for (int64_t j = 0; j < d; j++) put(yp + b * H * d + h * d, j, acc[j] / total);
+    }
+  });
+  return y;
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor cache_k,
+                            at::Tensor cache_v, const at::Tensor& positions, int64_t window, const at::Tensor& cos,
+                            const at::Tensor& sin, double eps, double qk_scale) {
+  TORCH_CHECK(cache_k.dim() == 4 && cache_k.stride(3) == 1 && cache_v.strides() == cache_k.strides(),
+              "decode_attention: caches must be [B, kv_heads, capacity, head_dim] with contiguous heads");
+  TORCH_CHECK(q.scalar_type() == cache_k.scalar_type() && k.scalar_type() == q.scalar_type() &&
+                  v.scalar_type() == q.scalar_type() && cache_v.scalar_type() == q.scalar_type(),
+              "decode_attention: q, k, v and the caches must share one dtype");
+  TORCH_CHECK(q.stride(1) == 1 && k.stride(1) == 1 && v.stride(1) == 1, "decode_attention: q, k, v rows must be contiguous");
+  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.numel() == cache_k.size(0), "decode_attention: one int64 position per row");
+  TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() && cos.size(1) * 2 == cache_k.size(3),
+              "decode_attention: cos/sin must be contiguous fp32 [positions, head_dim / 2] tables");
+  TORCH_CHECK(cos.size(0) >= cache_k.size(2), "decode_attention: the RoPE table is shorter than the cache");
+  if (q.scalar_type() == at::kFloat)
+    return attention_impl<float>(q, k, v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
+  TORCH_CHECK(q.scalar_type() == at::kBFloat16, "decode_attention: fp32 or bf16 only");
+  return attention_impl<c10::BFloat16>(q, k, v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(NANOCHAT_LIBRARY, m) {
+  m.def("linear_rows(Tensor x, Tensor[] weights, Tensor?[] scales) -> Tensor[]");
+  m.def("rms_norm(Tensor x, float eps) -> Tensor");
+  m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor positions, "
+        "int window, Tensor cos, Tensor sin, float eps, float qk_scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(NANOCHAT_LIBRARY, CPU, m) {
+  m.impl("linear_rows", &linear_rows);
+  m.impl("rms_norm", &rms_norm);
+  m.impl("decode_attention", &decode_attention);
+}

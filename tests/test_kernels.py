@@ -1,0 +1,143 @@
+"""The compiled decode kernels compute what the plain torch ops compute: each op against its torch
+definition (native AVX-512 build and the portable build), and whole decode steps of every generation."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import random_model
+from nanochat_py import bench, kernels
+from nanochat_py.config import GENERATIONS
+from nanochat_py.linear import linear_many
+from nanochat_py.quantize import Int8Linear, quantize_int8
+
+pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler to build the kernels")
+
+
+@pytest.fixture(scope="module", params=["native", "portable"])
+def ops(request):
+    built = kernels.build(portable=request.param == "portable")
+    assert built is not None, "the kernels failed to build (see the warning above)"
+    return built
+
+
+def _int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = w.abs().amax(1) / 127
+    return (w / scale[:, None]).round().to(torch.int8), scale
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 11, 17])
+@pytest.mark.parametrize("width", [32, 96, 768])
+def test_linear_rows_matches_f_linear(ops, rows, width):
+    x = torch.randn(rows, width)
+    weights = [torch.randn(n, width) for n in (257, 64, 3)]  # odd row counts: leftovers of every block size
+    for got, w in zip(ops.linear_rows(x, weights, [None] * 3), weights, strict=True):
+        torch.testing.assert_close(got, F.linear(x, w), atol=1e-4 * width**0.5, rtol=1e-5)
+
+    xb, wb = x.bfloat16(), [w.bfloat16() for w in weights]
+    for got, w in zip(ops.linear_rows(xb, wb, [None] * 3), wb, strict=True):
+        want = F.linear(xb.float(), w.float())  # exact products, fp32 sums; the kernel rounds once to bf16
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want, atol=1e-3 * width**0.5, rtol=8e-3)
+
+    quantised = [_int8(w) for w in weights]
+    outs = ops.linear_rows(x, [q for q, _ in quantised], [s for _, s in quantised])
+    for got, (q, s) in zip(outs, quantised, strict=True):
+        want = F.linear(x, q.float() * s[:, None])
+        # activations go through int16 (one scale per row): relative error ~1e-4 of the row's largest |x|
+        assert (got - want).abs().max() <= 2e-4 * want.abs().max() + 1e-6
+
+
+def test_linear_rows_refuses_mismatched_inputs(ops):
+    x = torch.randn(1, 64)
+    with pytest.raises(RuntimeError, match="contiguous CPU"):
+        ops.linear_rows(x, [torch.randn(8, 96)], [None])
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        ops.linear_rows(torch.randn(1, 40), [torch.randn(8, 40)], [None])
+    with pytest.raises(RuntimeError, match="scale per row"):
+        ops.linear_rows(x, [torch.zeros(8, 64, dtype=torch.int8)], [None])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_torch(ops, dtype):
+    x = torch.randn(3, 1, 200).to(dtype) * 3
+    got, want = ops.rms_norm(x, 1e-6), F.rms_norm(x.float(), (200,), eps=1e-6)
+    assert got.dtype == dtype and got.shape == x.shape
+    torch.testing.assert_close(got.float(), want, atol=1e-5 if dtype == torch.float32 else 0.02, rtol=1e-5)
+
+
+def _decode(model, ids: torch.Tensor, prefill: int, per_row: bool) -> torch.Tensor:
+    """Logits of every decode step after a prefill, in shared-position or per-row mode."""
+    B, total = ids.shape
+    if per_row:  # each row prefilled separately, to a different length, then decoded together
+        cache = model.new_cache(B, total, per_row=True)
+        for b in range(B):
+            one = model.new_cache(1, total)
+            model(ids[b : b + 1, : prefill - b], cache=one)
+            cache.load_row(b, one)
+        starts = [prefill - b for b in range(B)]
+        steps = total - prefill
+        return torch.cat([model(torch.stack([ids[b, s + t] for b, s in enumerate(starts)])[:, None], cache=cache)
+                          for t in range(steps)], dim=1)  # fmt: skip
+    cache = model.new_cache(B, total)
+    model(ids[:, :prefill], cache=cache)
+    return torch.cat([model(ids[:, t : t + 1], cache=cache) for t in range(prefill, total)], dim=1)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+@pytest.mark.parametrize("per_row", [False, True], ids=["shared", "per-row"])
+@torch.inference_mode()
+def test_kernel_decode_equals_torch_decode(generation, per_row):
+    # short windows passed many times over, grouped KV heads, 3 rows
+    model = random_model(generation, short_window=12, n_kv_head=2)
+    ids = torch.randint(0, model.config.vocab_size, (3, 60))
+    assert kernels.ops() is not None
+    fast = _decode(model, ids, 20, per_row)
+    with kernels.switched_off():
+        assert kernels.ops() is None
+        plain = _decode(model, ids, 20, per_row)
+    torch.testing.assert_close(fast, plain, atol=2e-5, rtol=0)
+
+
+@torch.inference_mode()
+def test_bf16_and_int8_kernel_decode_stay_close_to_fp32():
+    model = random_model("G5", short_window=12)
+    ids = torch.randint(0, model.config.vocab_size, (2, 50))
+    reference = _decode(model, ids, 10, per_row=False)
+    for variant, tolerance in ((bench.variant_of(model, "bf16"), 0.15), (bench.variant_of(model, "int8"), 0.15)):
+        got = _decode(variant, ids, 10, per_row=False).float()
+        assert (got - reference).abs().max() < tolerance * reference.abs().max()
+
+
+@torch.inference_mode()
+def test_linear_many_equals_separate_layers():
+    model = quantize_int8(random_model("G0"))
+    attn = model.transformer.h[0].attn
+    assert isinstance(attn.c_q, Int8Linear)
+    x = torch.randn(2, 1, model.config.n_embd)
+    together = linear_many(x, [attn.c_q, attn.c_k, attn.c_v])
+    with kernels.switched_off():
+        apart = [attn.c_q(x), attn.c_k(x), attn.c_v(x)]  # dequantised F.linear
+    for a, b in zip(together, apart, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_a_failed_build_falls_back_to_torch(monkeypatch, caplog):
+    def broken(**_):
+        raise RuntimeError("Error building extension 'x': c++: not found")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken)
+    monkeypatch.setattr(kernels, "_built", {})
+    with caplog.at_level(logging.WARNING, logger="nanochat_py"):
+        assert kernels.ops() is None
+    assert "could not be built (Error building extension 'x': c++: not found)" in caplog.text
+    model = random_model("G0")
+    with torch.inference_mode():  # decoding still works, on plain torch ops
+        cache = model.new_cache(1, 8)
+        model(torch.zeros(1, 4, dtype=torch.long), cache=cache)
+        assert model(torch.zeros(1, 1, dtype=torch.long), cache=cache).shape == (1, 1, 1024)
