@@ -96,6 +96,7 @@ def _add_training_commands(commands) -> None:
     bench.add_argument("--dtype", default="fp32,bf16,int8", help="comma-separated: fp32, bf16, int8")
     bench.add_argument("--batch", default="1,8", help="comma-separated decode batch sizes (1,8)")
     bench.add_argument("--steps", type=int, default=32, help="timed decode steps per batch size (32)")
+    bench.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
     export = commands.add_parser("export", help="re-save a checkpoint as safetensors (e.g. in bf16)")
     export.add_argument("--source", "-s", required=True, help="any checkpoint nanochat_py.load accepts")
@@ -119,19 +120,29 @@ def _run_training_command(args) -> int:
 
 def _bench(args) -> int:
     from . import bench
+    from .loader import load, pick_device
 
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     unknown = set(dtypes) - {"fp32", "bf16", "int8"}
     if unknown:
         raise NanochatError(f"unknown --dtype {', '.join(sorted(unknown))}; use fp32, bf16, int8")
-    batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    try:
+        batches = sorted({int(b) for b in args.batch.split(",") if b.strip()})
+    except ValueError:
+        raise NanochatError(f"--batch {args.batch!r} is not a comma-separated list of whole numbers") from None
+    if not batches or batches[0] < 1 or args.steps < 1:
+        raise NanochatError("--batch sizes and --steps must be at least 1")
+    compare = [c.strip() for c in args.compare.split(",") if c.strip()]
+    if set(compare) - {"transformers"}:
+        raise NanochatError(f"unknown --compare {args.compare!r}; use transformers, or '' for none")
+    device = pick_device(args.device)
+    tokenizer = None
     if args.source:
-        from .loader import load
-
-        model, hf = load(args.source, device="cpu", dtype="fp32").model, None  # transformers runs on --shape
+        bot = load(args.source, device=device, dtype="fp32")
+        model, tokenizer = bot.model, bot.tokenizer
     else:
-        model, hf = bench.random_published(args.shape)
-    report = bench.run(model, hf, dtypes, batches, args.steps, args.compare.split(","))
+        model = bench.random_published(args.shape).to(device)
+    report = bench.run(model, dtypes, batches, args.steps, compare, tokenizer)
     print(bench.to_json(report) if args.json else bench.table(report))
     return 0
 

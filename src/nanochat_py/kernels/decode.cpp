@@ -49,28 +49,32 @@ struct Activations {
   std::vector<float> i16_scale;
 };
 
-Activations prepare(const at::Tensor& x, at::ScalarType weight_type) {
-  const int64_t M = x.size(0), K = x.size(1);
+Activations prepare(const at::Tensor& x_in, at::ScalarType weight_type) {
+  const at::Tensor x = x_in.contiguous();
+  const int64_t M = x.size(0), K = x.size(1), n = M * K;
+  const bool is_f32 = x.scalar_type() == at::kFloat;
+  const float* f = is_f32 ? x.data_ptr<float>() : nullptr;
+  const uint16_t* h = is_f32 ? nullptr : reinterpret_cast<const uint16_t*>(x.data_ptr());
+  auto value = [&](int64_t i) { return is_f32 ? f[i] : bf16_to_float(h[i]); };
   Activations a;
-  at::Tensor xf = x.to(at::kFloat).contiguous();
-  const float* p = xf.data_ptr<float>();
   if (weight_type == at::kFloat) {
-    a.f32.assign(p, p + M * K);
+    a.f32.resize(n);
+    for (int64_t i = 0; i < n; i++) a.f32[i] = value(i);
   } else if (weight_type == at::kBFloat16) {
-    a.bf16.resize(M * K);
-    for (int64_t i = 0; i < M * K; i++) a.bf16[i] = float_to_bf16(p[i]);
+    a.bf16.resize(n);
+    for (int64_t i = 0; i < n; i++) a.bf16[i] = is_f32 ? float_to_bf16(f[i]) : h[i];
   } else {
     // int16 keeps ~4.5 significant digits, far finer than the int8 weights: the product's error is the
     // weights'. An int32 lane sums at most ceil(K / 16) products of |w| <= 127 and |x| <= qmax.
     const float qmax = static_cast<float>(std::min<int64_t>(32767, INT32_MAX / (127 * ((K + 15) / 16))));
-    a.i16.resize(M * K);
+    a.i16.resize(n);
     a.i16_scale.resize(M);
     for (int64_t m = 0; m < M; m++) {
       float amax = 0.f;
-      for (int64_t k = 0; k < K; k++) amax = std::max(amax, std::fabs(p[m * K + k]));
+      for (int64_t k = 0; k < K; k++) amax = std::max(amax, std::fabs(value(m * K + k)));
       const float scale = amax > 0.f ? amax / qmax : 1.f;
       a.i16_scale[m] = scale;
-      for (int64_t k = 0; k < K; k++) a.i16[m * K + k] = static_cast<int16_t>(std::nearbyint(p[m * K + k] / scale));
+      for (int64_t k = 0; k < K; k++) a.i16[m * K + k] = static_cast<int16_t>(std::nearbyint(value(m * K + k) / scale));
     }
   }
   return a;
@@ -382,56 +386,50 @@ at::Tensor attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Te
   const T* vp = v.data_ptr<T>();
   for (int64_t b = 0; b < B; b++) TORCH_CHECK(pos[b] >= 0 && pos[b] < cap, "decode_attention: position ", pos[b], " is outside the cache (capacity ", cap, ")");
 
-  // 1. the new key (rotated, normed, scaled) and value go into the cache
-  at::parallel_for(0, B * G, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> buf(d);
-    for (int64_t i = i0; i < i1; i++) {
-      const int64_t b = i / G, g = i % G;
-      rope_norm(kp + b * k.stride(0) + g * d, buf.data(), cos_p + pos[b] * half, sin_p + pos[b] * half, d,
-                static_cast<float>(eps), static_cast<float>(qk_scale));
-      T* kdst = ck + b * sb + g * sg + pos[b] * st;
-      T* vdst = cv + b * sb + g * sg + pos[b] * st;
-      for (int64_t j = 0; j < d; j++) {
-        put(kdst, j, buf[j]);
-        vdst[j] = vp[b * v.stride(0) + g * d + j];
-      }
-    }
-  });
-
-  // 2. each query head attends to its sequence's visible keys: first..pos
+  // one task per (row, kv head): write the new key (rotated, normed, scaled) and value into the cache, then
+  // let each query head of the group attend to the row's visible keys, first..pos
   at::Tensor y = at::empty({B, H * d}, q.options());
   T* yp = y.data_ptr<T>();
   const float softmax_scale = 1.f / std::sqrt(static_cast<float>(d));
-  at::parallel_for(0, B * H, 1, [&](int64_t i0, int64_t i1) {
+  at::parallel_for(0, B * G, 1, [&](int64_t i0, int64_t i1) {
     std::vector<float> qv(d), acc(d), scores;
     for (int64_t i = i0; i < i1; i++) {
-      const int64_t b = i / H, h = i % H, g = h / group;
+      const int64_t b = i / G, g = i % G;
       const int64_t last = pos[b], first = window >= 0 ? std::max<int64_t>(0, last - window) : 0;
-      rope_norm(qp + b * q.stride(0) + h * d, qv.data(), cos_p + last * half, sin_p + last * half, d,
-                static_cast<float>(eps), static_cast<float>(qk_scale));
-      const T* keys = ck + b * sb + g * sg;
-      const T* values = cv + b * sb + g * sg;
+      const float* cos_at = cos_p + last * half;
+      const float* sin_at = sin_p + last * half;
+      T* keys = ck + b * sb + g * sg;
+      T* values = cv + b * sb + g * sg;
+      rope_norm(kp + b * k.stride(0) + g * d, acc.data(), cos_at, sin_at, d, static_cast<float>(eps),
+                static_cast<float>(qk_scale));
+      for (int64_t j = 0; j < d; j++) {
+        put(keys + last * st, j, acc[j]);
+        values[last * st + j] = vp[b * v.stride(0) + g * d + j];
+      }
       scores.resize(last - first + 1);
-      float best = -INFINITY;
-      for (int64_t t = first; t <= last; t++) {
-        const T* key = keys + t * st;
-        float s = 0.f;
+      for (int64_t h = g * group; h < (g + 1) * group; h++) {
+        rope_norm(qp + b * q.stride(0) + h * d, qv.data(), cos_at, sin_at, d, static_cast<float>(eps),
+                  static_cast<float>(qk_scale));
+        float best = -INFINITY;
+        for (int64_t t = first; t <= last; t++) {
+          const T* key = keys + t * st;
+          float s = 0.f;
 #pragma omp simd reduction(+ : s)
-        for (int64_t j = 0; j < d; j++) s += qv[j] * load(key, j);
-        s *= softmax_scale;
-        scores[t - first] = s;
-        best = std::max(best, s);
-      }
-      float total = 0.f;
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t = first; t <= last; t++) {
-        const float p = std::exp(scores[t - first] - best);
-        total += p;
-        const T* value = values + t * st;
+          for (int64_t j = 0; j < d; j++) s += qv[j] * load(key, j);
+          scores[t - first] = s * softmax_scale;
+          best = std::max(best, scores[t - first]);
+        }
+        float total = 0.f;
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t t = first; t <= last; t++) {
+          const float p = std::exp(scores[t - first] - best);
+          total += p;
+          const T* value = values + t * st;
 #pragma omp simd
-        for (int64_t j = 0; j < d; j++) acc[j] += p * load(value, j);
+          for (int64_t j = 0; j < d; j++) acc[j] += p * load(value, j);
+        }
+        for (int64_t j = 0; j < d; j++) put(yp + b * H * d + h * d, j, acc[j] / total);
       }
-      for (int64_t j = 0; j < d; j++) put(yp + b * H * d + h * d, j, acc[j] / total);
     }
   });
   return y;
