@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	# the CPU build of torch, before anything can pull a multi-GB CUDA build (Linux only)
 	if [ "$$(uname -s)" = Linux ]; then $(PY) -m pip install --quiet torch==2.13.0; fi
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# compile the CPU decode kernels for this machine now, not at the first chat (cached; falls back to torch)
+	$(PY) -c "import nanochat_py.kernels as k; k.build()"
 	touch $@
 
 install: $(VENV)/.installed

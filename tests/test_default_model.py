@@ -61,3 +61,15 @@ def test_chat_command_without_a_source_answers_with_the_tool():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "[calculator: 123+456 = 579]" in done.stdout and done.stdout.count("579") >= 2
+
+
+def test_int8_answers_like_fp32(bot):
+    from nanochat_py.quantize import Int8Linear
+
+    int8 = nanochat_py.load(device="cpu", dtype="int8")
+    assert isinstance(int8.model.lm_head, Int8Linear) and int8.model.dtype == bot.model.dtype
+    for question in ["Who are you?", "What is 123 * 45?", "How many r are in strawberry?"]:
+        messages = [{"role": "user", "content": question}]
+        assert int8.chat(messages, temperature=0.0, max_tokens=60) == bot.chat(messages, temperature=0.0, max_tokens=60)
+    with pytest.raises(nanochat_py.NanochatError, match="unknown dtype 'int4'"):
+        nanochat_py.load(device="cpu", dtype="int4")

@@ -244,7 +244,7 @@ def transformers_figures(hf, twin: GPT, batches: list[int], steps: int, bandwidt
         generate = functools.partial(_hf_generate, hf, ids)
         first = _best_time(functools.partial(generate, 1), device, 0.0, at_least=2)  # prefill + first token
 
-        def decode() -> float:
+        def decode(generate=generate, first=first) -> float:
             began = time.perf_counter()
             generate(steps + 1)
             _sync(device)
@@ -321,8 +321,9 @@ def run(model: GPT, dtypes: list[str], batches: list[int], steps: int, compare: 
         if hf is None:
             notes.append("transformers: not installed, or it cannot run this generation (it implements G0)")
         else:
-            results.append(transformers_figures(hf, model, batches, steps, bandwidth))
-            results[-1].agreement, results[-1].max_logit_diff = _transformers_agreement(hf, prompts, fed, reference_logits)
+            figures = transformers_figures(hf, model, batches, steps, bandwidth)
+            figures.agreement, figures.max_logit_diff = _transformers_agreement(hf, prompts, fed, reference_logits)
+            results.append(figures)
             del hf
     for dtype in dtypes:
         variant = variant_of(model, dtype)

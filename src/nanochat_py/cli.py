@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint dir, nanochat base dir, model file, transformers dir or hf:owner/repo[@rev]",
     )
     model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    model.add_argument("--dtype", default=None, help="fp32 or bf16 (default: fp32 on CPU, bf16 on CUDA)")
+    model.add_argument("--dtype", default=None,
+                       help="fp32, bf16 or int8 (CPU; weight-only) (default: fp32 on CPU, bf16 on CUDA)")  # fmt: skip
     model.add_argument("--temperature", "-t", type=float, default=0.6, help="0 = greedy (default 0.6)")
     model.add_argument("--top-k", "-k", type=int, default=50, help="sample from the k most likely tokens; 0 = off")
     model.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (default 1 = off)")

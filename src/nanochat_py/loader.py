@@ -10,6 +10,7 @@ from .chatbot import Chatbot
 from .checkpoint import build_config, check_state_dict, normalise_keys, read_tensors
 from .errors import CheckpointError, NanochatError
 from .model import GPT
+from .quantize import quantize_int8
 from .sources import DEFAULT_MODEL_DIR, default_base_dir, resolve
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -42,7 +43,7 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """fp32 on CPU and MPS by default (exact, and bf16 files are upcast); bf16 on CUDA."""
+    """fp32 on CPU and MPS by default (exact, and bf16 files are upcast); bf16 on CUDA. ("int8": see `load`.)"""
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     if isinstance(dtype, torch.dtype):
@@ -50,7 +51,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     try:
         return DTYPES[dtype.lower()]
     except KeyError:
-        raise NanochatError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16") from None
+        raise NanochatError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16, int8") from None
 
 
 def load(
@@ -66,6 +67,7 @@ def load(
 ) -> Chatbot:
     """Load any nanochat checkpoint (see the README for the accepted sources) ready to chat.
 
+    dtype "int8" quantises every large matrix to int8 weights (fp32 activations; CPU only: quantize.py).
     phase/tag/step pick a checkpoint inside a nanochat base dir; `tokenizer` points at one explicitly;
     any other keyword overrides a ModelConfig field (e.g. softcap=20 for a G3 checkpoint).
     """
@@ -79,13 +81,18 @@ def load(
     where = ", ".join(str(p) for p in files.weights)
 
     device = pick_device(device)
-    dtype = pick_dtype(dtype, device)
+    int8 = isinstance(dtype, str) and dtype.lower() == "int8"
+    if int8 and device.type != "cpu":
+        raise NanochatError(f"int8 runs on the CPU only (its kernel is a CPU one); on {device.type} use bf16")
+    dtype = torch.float32 if int8 else pick_dtype(dtype, device)
     with torch.device("meta"):
         model = GPT(config)
     check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, where)
     state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
+    if int8:
+        quantize_int8(model)
 
     tok_path = tokenizer or files.tokenizer
     if tok_path is None:
