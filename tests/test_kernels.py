@@ -13,8 +13,6 @@ import torch.nn.functional as F
 from conftest import random_model
 from nanochat_py import bench, kernels
 from nanochat_py.config import GENERATIONS
-from nanochat_py.linear import linear_many
-from nanochat_py.quantize import Int8Linear, quantize_int8
 
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler to build the kernels")
 
@@ -112,19 +110,6 @@ def test_bf16_and_int8_kernel_decode_stay_close_to_fp32():
     for variant, tolerance in ((bench.variant_of(model, "bf16"), 0.15), (bench.variant_of(model, "int8"), 0.15)):
         got = _decode(variant, ids, 10, per_row=False).float()
         assert (got - reference).abs().max() < tolerance * reference.abs().max()
-
-
-@torch.inference_mode()
-def test_linear_many_equals_separate_layers():
-    model = quantize_int8(random_model("G0"))
-    attn = model.transformer.h[0].attn
-    assert isinstance(attn.c_q, Int8Linear)
-    x = torch.randn(2, 1, model.config.n_embd)
-    together = linear_many(x, [attn.c_q, attn.c_k, attn.c_v])
-    with kernels.switched_off():
-        apart = [attn.c_q(x), attn.c_k(x), attn.c_v(x)]  # dequantised F.linear
-    for a, b in zip(together, apart, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
 
 
 def test_a_failed_build_falls_back_to_torch(monkeypatch, caplog):

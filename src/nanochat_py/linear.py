@@ -44,15 +44,3 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight)
     out = kernel.linear_rows(x.reshape(-1, x.shape[-1]), [weight], [None])[0]
     return out.view(*x.shape[:-1], weight.shape[0])
-
-
-def linear_many(x: torch.Tensor, layers: list[Linear]) -> list[torch.Tensor]:
-    """[layer(x) for layer in layers] in one kernel call where possible (e.g. q, k and v of one input)."""
-    weights = [layer.weight for layer in layers]
-    kernel = kernel_for(x, weights[0])
-    if kernel is None or any(w.dtype != weights[0].dtype for w in weights):
-        return [layer(x) for layer in layers]
-    scales = [getattr(layer, "scale", None) for layer in layers]  # quantised layers carry one per output row
-    scales = [None if s is None else s.float() for s in scales]
-    outs = kernel.linear_rows(x.reshape(-1, x.shape[-1]), weights, scales)
-    return [out.view(*x.shape[:-1], out.shape[-1]) for out in outs]

@@ -17,7 +17,7 @@ from torch import nn
 from . import kernels
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .linear import KERNEL_ROWS, Linear, linear_many
+from .linear import KERNEL_ROWS, Linear
 
 
 def rms_norm(x: torch.Tensor, eps: float | None) -> torch.Tensor:
@@ -69,9 +69,7 @@ class CausalSelfAttention(nn.Module):
         if config.has_value_embed(layer):
             self.ve_gate = Linear(config.ve_gate_channels, config.n_kv_head, bias=False)
 
-    def forward(self, x, value_embed, rope, attend, cache: KVCache | None, step: KernelStep | None) -> torch.Tensor:
-        if step is not None:
-            return self._kernel_step(x, value_embed, cache, step)
+    def forward(self, x, value_embed, rope, attend, cache: KVCache | None) -> torch.Tensor:
         cfg = self.config
         B, T, _ = x.shape
         q = self.c_q(x).view(B, T, cfg.n_head, cfg.head_dim)
@@ -100,22 +98,6 @@ class CausalSelfAttention(nn.Module):
         )
         return self.c_proj(y.transpose(1, 2).reshape(B, T, -1))
 
-    def _kernel_step(self, x, value_embed, cache: KVCache, step: KernelStep) -> torch.Tensor:
-        """The same computation for one token per row: q, k and v in one pass over their weights, then RoPE,
-        QK-norm, the cache write and attention in one kernel."""
-        cfg = self.config
-        B = x.shape[0]
-        x = x.view(B, -1)
-        q, k, v = linear_many(x, [self.c_q, self.c_k, self.c_v])
-        if value_embed is not None:
-            gate = cfg.ve_gate_scale * torch.sigmoid(self.ve_gate(x[:, : cfg.ve_gate_channels]))  # [B, kv heads]
-            v = (v.view(B, cfg.n_kv_head, -1) + gate.unsqueeze(-1) * value_embed.view(B, cfg.n_kv_head, -1)).view(B, -1)
-        eps = cfg.norm_eps if cfg.norm_eps is not None else torch.finfo(x.dtype).eps
-        window = -1 if self.window is None else self.window
-        y = step.kernels.decode_attention(q, k, v, cache.k[self.layer], cache.v[self.layer], step.positions, window,
-                                          step.cos, step.sin, eps, cfg.qk_scale)  # fmt: skip
-        return self.c_proj(y.view(B, 1, -1))
-
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
@@ -134,9 +116,25 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, layer)
         self.mlp = MLP(config)
 
-    def forward(self, x, value_embed, rope, attend, cache, step) -> torch.Tensor:
-        x = x + self.attn(rms_norm(x, self.eps), value_embed, rope, attend, cache, step)
+    def forward(self, x, value_embed, rope, attend, cache, step: KernelStep | None) -> torch.Tensor:
+        if step is not None:
+            return self._kernel_step(x, value_embed, cache, step)
+        x = x + self.attn(rms_norm(x, self.eps), value_embed, rope, attend, cache)
         return x + self.mlp(rms_norm(x, self.eps))
+
+    def _kernel_step(self, x, value_embed, cache: KVCache, step: KernelStep) -> torch.Tensor:
+        """The same block for one token per row, as one compiled call (kernels/decode.cpp, decode_block)."""
+        attn, cfg, B = self.attn, self.attn.config, x.shape[0]
+        layers = [attn.c_q, attn.c_k, attn.c_v, attn.c_proj, self.mlp.c_fc, self.mlp.c_proj]
+        scales = [getattr(layer, "scale", None) for layer in layers]  # int8 layers carry one per output row
+        eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
+        out = step.kernels.decode_block(
+            x.view(B, -1), [layer.weight for layer in layers], [s if s is None else s.float() for s in scales],
+            cache.k[attn.layer], cache.v[attn.layer], step.positions, -1 if attn.window is None else attn.window,
+            step.cos, step.sin, eps, cfg.qk_scale, None if value_embed is None else value_embed.view(B, -1),
+            attn.ve_gate.weight if value_embed is not None else None, cfg.ve_gate_scale,
+        )  # fmt: skip
+        return out.view(B, 1, -1)
 
 
 class GPT(nn.Module):
@@ -232,8 +230,14 @@ class GPT(nn.Module):
         """A KernelStep where the compiled CPU kernels can run this one-token step, else None (plain torch)."""
         if x.device.type != "cpu" or (torch.is_grad_enabled() and self.transformer.wte.weight.requires_grad):
             return None
-        ops = kernels.ops()
-        if ops is None or x.dtype not in (torch.float32, torch.bfloat16) or cache.k.dtype != x.dtype:
+        cfg, ops = self.config, kernels.ops()
+        if (
+            ops is None
+            or x.dtype not in (torch.float32, torch.bfloat16)
+            or cache.k.dtype != x.dtype
+            or cfg.n_embd % 32  # the kernels' products take widths in multiples of 32
+            or cfg.mlp_hidden % 32
+        ):
             return None
         if positions is None:  # every row at the shared position
             if cache.pos >= cache.capacity:

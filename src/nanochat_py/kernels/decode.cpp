@@ -454,6 +454,32 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   return attention_impl<c10::BFloat16>(q, k, v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
 }
 
+// ---- decode_block: one transformer block for one token per row, with no Python between its steps ---------
+// The same arithmetic as model.Block in the activations' dtype (each product rounded to it, as F.linear
+// does): x + attn(norm(x)), then x + mlp(norm(x)). Weights: c_q, c_k, c_v, c_proj, c_fc, mlp.c_proj.
+
+at::Tensor decode_block(const at::Tensor& x, at::TensorList w, at::ArrayRef<c10::optional<at::Tensor>> scales,
+                        at::Tensor cache_k, at::Tensor cache_v, const at::Tensor& positions, int64_t window,
+                        const at::Tensor& cos, const at::Tensor& sin, double eps, double qk_scale,
+                        const c10::optional<at::Tensor>& value_embed, const c10::optional<at::Tensor>& ve_gate,
+                        double ve_gate_scale) {
+  TORCH_CHECK(w.size() == 6 && scales.size() == 6, "decode_block: six weights (q, k, v, proj, fc, mlp proj), six scales");
+  const int64_t B = x.size(0), G = cache_k.size(1);
+  at::Tensor h = rms_norm(x, eps);
+  std::vector<at::Tensor> qkv = linear_rows(h, w.slice(0, 3), scales.slice(0, 3));
+  at::Tensor v = qkv[2];
+  if (value_embed.has_value()) {  // value residual, gated per kv head by the first channels of the input
+    TORCH_CHECK(ve_gate.has_value(), "decode_block: a value embedding needs its gate");
+    at::Tensor gate = at::sigmoid(at::linear(h.narrow(1, 0, ve_gate->size(1)), *ve_gate)) * ve_gate_scale;
+    v = (v.view({B, G, -1}) + gate.unsqueeze(-1) * value_embed->view({B, G, -1})).view({B, -1});
+  }
+  at::Tensor y = decode_attention(qkv[0], qkv[1], v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
+  at::Tensor out = x + linear_rows(y, w.slice(3, 1), scales.slice(3, 1))[0];
+  at::Tensor hidden = linear_rows(rms_norm(out, eps), w.slice(4, 1), scales.slice(4, 1))[0];
+  hidden = at::relu(hidden).square();
+  return out + linear_rows(hidden, w.slice(5, 1), scales.slice(5, 1))[0];
+}
+
 }  // namespace
 
 TORCH_LIBRARY(NANOCHAT_LIBRARY, m) {
@@ -461,10 +487,14 @@ TORCH_LIBRARY(NANOCHAT_LIBRARY, m) {
   m.def("rms_norm(Tensor x, float eps) -> Tensor");
   m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor positions, "
         "int window, Tensor cos, Tensor sin, float eps, float qk_scale) -> Tensor");
+  m.def("decode_block(Tensor x, Tensor[] weights, Tensor?[] scales, Tensor(a!) cache_k, Tensor(b!) cache_v, "
+        "Tensor positions, int window, Tensor cos, Tensor sin, float eps, float qk_scale, Tensor? value_embed, "
+        "Tensor? ve_gate, float ve_gate_scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(NANOCHAT_LIBRARY, CPU, m) {
   m.impl("linear_rows", &linear_rows);
   m.impl("rms_norm", &rms_norm);
   m.impl("decode_attention", &decode_attention);
+  m.impl("decode_block", &decode_block);
 }
