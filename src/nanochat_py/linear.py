@@ -23,11 +23,12 @@ class Linear(nn.Linear):
 
 
 def kernel_for(x: torch.Tensor, weight: torch.Tensor):
-    """The compiled kernels if they should run this product, else None."""
+    """The compiled kernels if they should run this product, else None. int8 weights take them for any
+    number of rows: dequantising the matrix for torch costs more than the kernel's passes of 8 rows."""
     rows = x.numel() // x.shape[-1]
     if (
         x.device.type != "cpu"
-        or rows > KERNEL_ROWS
+        or (rows > KERNEL_ROWS and weight.dtype != torch.int8)
         or x.shape[-1] % 32
         or not weight.is_contiguous()
         or (weight.dtype != torch.int8 and weight.dtype != x.dtype)
