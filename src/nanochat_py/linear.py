@@ -1,9 +1,11 @@
-"""The model's linear layers, with the compiled decode kernel for a few rows on CPU.
+"""The model's linear layers: the compiled decode kernel for a few rows on CPU, oneDNN for many.
 
 Decoding reads every weight once per step for one row of activations per sequence, so its speed is the
 rate at which a matrix-vector product streams weights from memory. torch's CPU matrix-vector paths read
 about half of what memory allows (benchmarks/README.md); `kernels.linear_rows` streams close to it, for
-up to KERNEL_ROWS rows. Prefill, training, larger batches and other devices use F.linear.
+up to KERNEL_ROWS rows. Prefill is compute-bound instead: for fp32, F.linear goes to MKL, which measured
+2.2-2.8x slower than oneDNN's fp32 matmul on an AMD Zen 5 CPU, so inference calls oneDNN directly (the
+op torch.compile's CPU backend uses). Training and other devices use F.linear.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ class Linear(nn.Linear):
         return linear(x, self.weight)
 
 
+def _needs_grad(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
+
+
 def kernel_for(x: torch.Tensor, weight: torch.Tensor):
     """The compiled kernels if they should run this product, else None. int8 weights take them for any
     number of rows: dequantising the matrix for torch costs more than the kernel's passes of 8 rows."""
@@ -33,15 +39,25 @@ def kernel_for(x: torch.Tensor, weight: torch.Tensor):
         or not weight.is_contiguous()
         or (weight.dtype != torch.int8 and weight.dtype != x.dtype)
         or x.dtype not in (torch.float32, torch.bfloat16)
-        or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))  # training keeps autograd
+        or _needs_grad(x, weight)  # training keeps autograd
     ):
         return None
     return kernels.ops()
 
 
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     kernel = kernel_for(x, weight)
     if kernel is None:
+        if (
+            _ONEDNN
+            and x.device.type == "cpu"
+            and x.dtype == weight.dtype == torch.float32
+            and not _needs_grad(x, weight)
+        ):
+            return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
         return F.linear(x, weight)
     out = kernel.linear_rows(x.reshape(-1, x.shape[-1]), [weight], [None])[0]
     return out.view(*x.shape[:-1], weight.shape[0])

@@ -237,6 +237,9 @@ class GPT(nn.Module):
             or cache.k.dtype != x.dtype
             or cfg.n_embd % 32  # the kernels' products take widths in multiples of 32
             or cfg.mlp_hidden % 32
+            # bigger fp32 batches are compute-bound and oneDNN's fp32 matmul beats the kernel's passes of 8
+            # rows (linear.py); in bf16 and int8 the kernel's passes stay ahead (benchmarks/README.md)
+            or (x.shape[0] > KERNEL_ROWS and x.dtype == torch.float32)
         ):
             return None
         if positions is None:  # every row at the shared position
