@@ -319,7 +319,8 @@ def run(model: GPT, dtypes: list[str], batches: list[int], steps: int, compare: 
     if "transformers" in compare:
         hf = transformers_twin(model)
         if hf is None:
-            notes.append("transformers: not installed, or it cannot run this generation (it implements G0)")
+            generation = model.config.generation
+            notes.append(f"transformers: not run (not installed, or a {generation} model: it implements G0)")
         else:
             figures = transformers_figures(hf, model, batches, steps, bandwidth)
             figures.agreement, figures.max_logit_diff = _transformers_agreement(hf, prompts, fed, reference_logits)
