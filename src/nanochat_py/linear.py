@@ -59,5 +59,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ):
             return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
         return F.linear(x, weight)
-    out = kernel.linear_rows(x.reshape(-1, x.shape[-1]), [weight], [None])[0]
+    return run_kernel(kernel, x, weight, None)
+
+
+def run_kernel(kernel, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight.T (times the per-row scale of int8 weights) on the compiled kernel, any leading dims."""
+    out = kernel.linear_rows(x.reshape(-1, x.shape[-1]), [weight], [scale])[0]
     return out.view(*x.shape[:-1], weight.shape[0])

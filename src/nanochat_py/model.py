@@ -193,13 +193,11 @@ class GPT(nn.Module):
                 raise ValueError("a per-row KV cache decodes one token per row at a time")
             positions = cache.begin_row_step()
         step = self._kernel_step(x, cache, positions) if cache is not None and T == 1 else None
-        rope, attends = None, {}
-        if step is not None:
-            pass  # the kernels take positions and the whole RoPE table
-        elif positions is not None:
+        rope, attends = None, {}  # a kernel step takes positions and the whole RoPE table instead
+        if step is None and positions is not None:
             rope = self._rope_at(positions, cache.row_end, x.dtype)
             attends = {w: self._attend_rows(positions, cache.row_end, w) for w in set(self.window_sizes)}
-        else:
+        elif step is None:
             start = cache.pos if cache is not None else 0
             rope = self._rope(start, T, x.dtype)
             attends = {w: self._attend(start, T, w) for w in set(self.window_sizes)}

@@ -2,9 +2,9 @@
 int8 with one fp32 scale per output row, a quarter of fp32's bytes; embeddings stay as they are (a step
 reads only one row of them) and so do the tiny gates.
 
-Activations keep the model's dtype. Decoding multiplies the int8 rows by int16-quantised activations in
-the compiled kernel (linear.py), so the only error is the weights' rounding; prefill and other devices
-dequantise the matrix and use F.linear.
+Activations keep the model's dtype. On CPU the compiled kernel multiplies the int8 rows by int16-quantised
+activations for any number of rows (linear.py), so the only error is the weights' rounding; without the
+kernels (other devices, training) the matrix is dequantised for F.linear.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .linear import Linear, kernel_for
+from .linear import Linear, kernel_for, run_kernel
 from .model import GPT
 
 
@@ -33,8 +33,7 @@ class Int8Linear(Linear):
         kernel = kernel_for(x, self.weight)
         if kernel is None:
             return F.linear(x, self.dequantized(x.dtype))
-        out = kernel.linear_rows(x.reshape(-1, x.shape[-1]), [self.weight], [self.scale.float()])[0]
-        return out.view(*x.shape[:-1], out.shape[-1])
+        return run_kernel(kernel, x, self.weight, self.scale.float())
 
 
 @torch.no_grad()

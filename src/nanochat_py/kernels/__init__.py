@@ -30,8 +30,8 @@ _enabled = os.environ.get("NANOCHAT_PY_KERNELS", "1").strip().lower() not in ("0
 
 
 def ops() -> SimpleNamespace | None:
-    """The kernels (`linear_rows`, `rms_norm`, `decode_attention`, `decode_block`), or None where they are
-    switched off or cannot be built. Called often during a decode step, so it is a flag test and a lookup."""
+    """The kernels (`linear_rows`, `rms_norm`, `decode_block`), or None where they are switched off or
+    cannot be built. Called often during a decode step, so it is a flag test and a lookup."""
     if not _enabled:
         return None
     return _built[False] if False in _built else build()
@@ -102,5 +102,5 @@ def _compile(portable: bool) -> SimpleNamespace | None:
         log.warning("nanochat-py's CPU kernels could not be built (%s); decoding uses plain torch ops", first_line)
         return None
     namespace = getattr(torch.ops, name)
-    ops = ("linear_rows", "rms_norm", "decode_attention", "decode_block")
+    ops = ("linear_rows", "rms_norm", "decode_block")
     return SimpleNamespace(name=name, **{op: getattr(namespace, op) for op in ops})

@@ -5,8 +5,11 @@
 //   for fp32, bf16 and int8 (+ per-row scale) weights. Each thread walks whole weight rows front to back,
 //   one sequential stream (measured faster than interleaving several rows), with several independent
 //   accumulators so the loop waits on memory, not on the previous multiply-add.
-// - decode_attention: one new token per sequence: RoPE, QK-norm and scale, the key/value written into the
-//   cache in place, then attention over that sequence's visible keys (sliding window, grouped KV heads).
+// - decode_block: a whole transformer block for one new token per sequence, one call per layer: RMS norms,
+//   q/k/v in one linear_rows pass, then (decode_attention) RoPE, QK-norm and scale, the key/value written
+//   into the cache in place, attention over that sequence's visible keys (sliding window, grouped KV
+//   heads), the MLP and both residuals.
+// - rms_norm: for the few rows outside the blocks (the final norm of a decode step).
 //
 // With AVX-512 (bf16 and VNNI where the CPU has them) the inner loops use intrinsics; elsewhere, portable
 // loops the compiler vectorises. Build: nanochat_py/kernels/__init__.py (-O3 -march=native, at first use).
@@ -40,6 +43,19 @@ inline float bf16_to_float(uint16_t b) {
 }
 
 inline uint16_t float_to_bf16(float f) { return c10::BFloat16(f).x; }
+
+// element i of an fp32 or bf16 array, as fp32; and back
+template <typename T>
+inline float load(const T* p, int64_t i) {
+  if constexpr (std::is_same_v<T, float>) return p[i];
+  else return bf16_to_float(reinterpret_cast<const uint16_t*>(p)[i]);
+}
+
+template <typename T>
+inline void put(T* p, int64_t i, float v) {
+  if constexpr (std::is_same_v<T, float>) p[i] = v;
+  else reinterpret_cast<uint16_t*>(p)[i] = float_to_bf16(v);
+}
 
 // x as the weights' kernels want it: fp32, bf16, or int16 with one scale per row (int8 weights).
 struct Activations {
@@ -217,15 +233,6 @@ struct Weight {
   void* out;  // [M, rows] in the activations' dtype
 };
 
-template <typename T>
-inline void store(void* out, int64_t index, float value) {
-  if constexpr (std::is_same_v<T, float>) {
-    static_cast<float*>(out)[index] = value;
-  } else {
-    static_cast<uint16_t*>(out)[index] = float_to_bf16(value);
-  }
-}
-
 // rows [n0, n1) of one weight of type T, for rows m0..m0+M-1 of x
 template <class T, int M, int R, typename OutT>
 void weight_rows(const Weight& w, const typename T::X* x, const float* x_scale, int64_t K, int64_t m0, int64_t n0,
@@ -238,7 +245,7 @@ void weight_rows(const Weight& w, const typename T::X* x, const float* x_scale, 
     for (int r = 0; r < R; r++)
       for (int m = 0; m < M; m++) {
         const float scale = w.scale ? w.scale[n + r] * x_scale[m0 + m] : 1.f;  // int8: weight row x activation row
-        store<OutT>(w.out, (m0 + m) * w.rows + n + r, out[r][m] * scale);
+        put(static_cast<OutT*>(w.out), (m0 + m) * w.rows + n + r, out[r][m] * scale);
       }
   }
   if constexpr (R > 1)
@@ -303,7 +310,7 @@ std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights,
         const int64_t n0 = std::max(r0, first_row[i]) - first_row[i], n1 = std::min(r1, first_row[i + 1]) - first_row[i];
         if (n0 >= n1) continue;
         if (out_f32) run_rows<float>(rows, ws[i], type, a, m0, K, n0, n1);
-        else run_rows<uint16_t>(rows, ws[i], type, a, m0, K, n0, n1);
+        else run_rows<c10::BFloat16>(rows, ws[i], type, a, m0, K, n0, n1);
       }
     });
   }
@@ -312,47 +319,32 @@ std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights,
 
 // ---- rms_norm (the few rows of a decode step: torch's version costs more in dispatch than in arithmetic) ----
 
+template <typename T>
+void rms_norm_rows(const T* in, T* out, int64_t rows, int64_t C, float eps) {
+  for (int64_t r = 0; r < rows; r++) {
+    const T* p = in + r * C;
+    float sq = 0.f;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t i = 0; i < C; i++) sq += load(p, i) * load(p, i);
+    const float inv = 1.f / std::sqrt(sq / static_cast<float>(C) + eps);
+    for (int64_t i = 0; i < C; i++) put(out + r * C, i, load(p, i) * inv);
+  }
+}
+
 at::Tensor rms_norm(const at::Tensor& x, double eps) {
   TORCH_CHECK(x.device().is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
               "rms_norm: x must be an fp32 or bf16 CPU tensor");
   const at::Tensor in = x.contiguous();
   at::Tensor out = at::empty_like(in);
   const int64_t C = in.size(-1), rows = C ? in.numel() / C : 0;
-  for (int64_t r = 0; r < rows; r++) {
-    if (in.scalar_type() == at::kFloat) {
-      const float* p = in.data_ptr<float>() + r * C;
-      float* o = out.data_ptr<float>() + r * C;
-      float sq = 0.f;
-#pragma omp simd reduction(+ : sq)
-      for (int64_t i = 0; i < C; i++) sq += p[i] * p[i];
-      const float inv = 1.f / std::sqrt(sq / static_cast<float>(C) + static_cast<float>(eps));
-      for (int64_t i = 0; i < C; i++) o[i] = p[i] * inv;
-    } else {
-      const uint16_t* p = reinterpret_cast<const uint16_t*>(in.data_ptr()) + r * C;
-      uint16_t* o = reinterpret_cast<uint16_t*>(out.data_ptr()) + r * C;
-      float sq = 0.f;
-#pragma omp simd reduction(+ : sq)
-      for (int64_t i = 0; i < C; i++) sq += bf16_to_float(p[i]) * bf16_to_float(p[i]);
-      const float inv = 1.f / std::sqrt(sq / static_cast<float>(C) + static_cast<float>(eps));
-      for (int64_t i = 0; i < C; i++) o[i] = float_to_bf16(bf16_to_float(p[i]) * inv);
-    }
-  }
+  if (in.scalar_type() == at::kFloat)
+    rms_norm_rows(in.data_ptr<float>(), out.data_ptr<float>(), rows, C, static_cast<float>(eps));
+  else
+    rms_norm_rows(in.data_ptr<c10::BFloat16>(), out.data_ptr<c10::BFloat16>(), rows, C, static_cast<float>(eps));
   return out;
 }
 
 // ---- decode_attention --------------------------------------------------------------------------------------
-
-template <typename T>
-inline float load(const T* p, int64_t i) {
-  if constexpr (std::is_same_v<T, float>) return p[i];
-  else return bf16_to_float(reinterpret_cast<const uint16_t*>(p)[i]);
-}
-
-template <typename T>
-inline void put(T* p, int64_t i, float v) {
-  if constexpr (std::is_same_v<T, float>) p[i] = v;
-  else reinterpret_cast<uint16_t*>(p)[i] = float_to_bf16(v);
-}
 
 // nanochat's RoPE (each head's halves rotated by -theta), RMS norm over the head, then the QK scale
 template <typename T>
@@ -485,8 +477,6 @@ at::Tensor decode_block(const at::Tensor& x, at::TensorList w, at::ArrayRef<c10:
 TORCH_LIBRARY(NANOCHAT_LIBRARY, m) {
   m.def("linear_rows(Tensor x, Tensor[] weights, Tensor?[] scales) -> Tensor[]");
   m.def("rms_norm(Tensor x, float eps) -> Tensor");
-  m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) cache_k, Tensor(b!) cache_v, Tensor positions, "
-        "int window, Tensor cos, Tensor sin, float eps, float qk_scale) -> Tensor");
   m.def("decode_block(Tensor x, Tensor[] weights, Tensor?[] scales, Tensor(a!) cache_k, Tensor(b!) cache_v, "
         "Tensor positions, int window, Tensor cos, Tensor sin, float eps, float qk_scale, Tensor? value_embed, "
         "Tensor? ve_gate, float ve_gate_scale) -> Tensor");
@@ -495,6 +485,5 @@ TORCH_LIBRARY(NANOCHAT_LIBRARY, m) {
 TORCH_LIBRARY_IMPL(NANOCHAT_LIBRARY, CPU, m) {
   m.impl("linear_rows", &linear_rows);
   m.impl("rms_norm", &rms_norm);
-  m.impl("decode_attention", &decode_attention);
   m.impl("decode_block", &decode_block);
 }
