@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,23 @@ def random_model(generation: str, seed: int = 0, **fields) -> GPT:
             else:
                 p.normal_(0.0, 1.0)
     return model.eval()
+
+
+_HOME = pytest.StashKey[Path]()
+
+
+def pytest_configure(config):
+    """Nothing of this machine's outside the run changes what the tests see (nanochat checkpoints in
+    ~/.cache/nanochat, a Hugging Face cache, the network): every process the tests start inherits this."""
+    home = Path(tempfile.mkdtemp(prefix="nanochat-py-tests-"))
+    os.environ["NANOCHAT_BASE_DIR"] = str(home / "nanochat")
+    os.environ["HF_HOME"] = str(home / "huggingface")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    config.stash[_HOME] = home
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(config.stash.get(_HOME, ""), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -51,3 +51,33 @@ def test_bad_shapes_are_refused():
         config_for("G0", sequence_len=64, **{**SHAPE, "n_kv_head": 3})
     with pytest.raises(ValueError, match="S and L"):
         config_for("G5", sequence_len=64, window_pattern="SXL", **SHAPE)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("n_layer", 0, "n_layer must be a whole number from 1"),
+        ("n_layer", -3, "n_layer must be a whole number from 1"),
+        ("n_head", 2.5, "n_head must be a whole number"),
+        ("n_head", True, "n_head must be a whole number"),
+        ("n_embd", "512", "n_embd must be a whole number"),
+        ("vocab_size", 10**30, "vocab_size must be a whole number from 1 to 2147483647"),
+        ("sequence_len", 1e8, "sequence_len must be a whole number"),
+        ("mlp_hidden", 0, "mlp_hidden must be a whole number"),
+        ("rope_base", float("nan"), "rope_base must be a finite number above 0"),
+        ("softcap", -1.0, "softcap must be a finite number above 0"),
+        ("qk_scale", float("inf"), "qk_scale must be a finite number above 0"),
+        ("smear", "yes", "smear must be true or false"),
+        ("window_pattern", 7, "window_pattern must be a string"),
+        ("ve_gate_channels", 4096, "ve_gate_channels=4096 is larger than n_embd=512"),
+    ],
+)
+def test_fields_of_the_wrong_type_or_range_are_refused(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        config_for("G5", **{**SHAPE, "sequence_len": 64, field: value})
+
+
+def test_a_huge_bad_value_is_not_echoed_in_full():
+    with pytest.raises(ValueError) as err:
+        config_for("G5", sequence_len=64, window_pattern="X" * 100_000, **SHAPE)
+    assert len(str(err.value)) < 300

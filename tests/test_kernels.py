@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils import cpp_extension
 
 from conftest import random_model
 from nanochat_py import bench, kernels
@@ -112,15 +113,24 @@ def test_bf16_and_int8_kernel_decode_stay_close_to_fp32():
         assert (got - reference).abs().max() < tolerance * reference.abs().max()
 
 
-def test_a_failed_build_falls_back_to_torch(monkeypatch, caplog):
+def test_a_failed_build_falls_back_to_torch_and_is_not_retried_by_runs(monkeypatch, caplog, tmp_path):
     def broken(**_):
         raise RuntimeError("Error building extension 'x': c++: not found")
 
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken)
-    monkeypatch.setattr(kernels, "_built", {})
+    monkeypatch.setenv("NANOCHAT_PY_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setattr(kernels, "_loaded", {})
+    with caplog.at_level(logging.WARNING, logger="nanochat_py"):
+        assert kernels.build() is None
+    assert "could not be built (Error building extension 'x': c++: not found)" in caplog.text
+    assert not list(tmp_path.glob("*.tmp-*")), "the failed build's work directory is removed"
+
+    monkeypatch.setattr(kernels, "_start_background_build", lambda target: pytest.fail("a known failure is retried"))
+    monkeypatch.setattr(kernels, "_loaded", {})
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="nanochat_py"):
         assert kernels.ops() is None
-    assert "could not be built (Error building extension 'x': c++: not found)" in caplog.text
+    assert "failed to build earlier (Error building extension 'x': c++: not found" in caplog.text
     model = random_model("G0")
     with torch.inference_mode():  # decoding still works, on plain torch ops
         cache = model.new_cache(1, 8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,10 @@ def test_no_source_uses_nanochat_base_dir(tmp_path, monkeypatch):
     assert nc.load(device="cpu").config.generation == "G5"
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path / "empty"))
     assert nc.load(device="cpu").source.endswith("default_model")  # no nanochat checkpoints: the built-in model
+    (tmp_path / "started" / "base_checkpoints" / "d20").mkdir(parents=True)  # a nanochat run that saved nothing yet
+    (tmp_path / "started" / "tokenizer").mkdir()
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path / "started"))
+    assert nc.load(device="cpu").source.endswith("default_model")
     monkeypatch.setattr("nanochat_py.loader.DEFAULT_MODEL_DIR", tmp_path / "no-model")
     with pytest.raises(nc.CheckpointError, match="no source given.*make model"):
         nc.load()
@@ -132,11 +137,24 @@ def test_g3_softcap_override_and_meta(tmp_path):
 
 def test_save_checkpoint_round_trip(tmp_path):
     bot = nc.load(G5 / "model", device="cpu")
-    nc.save_checkpoint(bot.model, tmp_path / "saved", step=7)
-    shutil.copy(G5 / "model" / "tokenizer.pkl", tmp_path / "saved")
+    nc.save_checkpoint(bot.model, tmp_path / "saved", step=7)  # the model knows its tokenizer: saved beside it
     again = nc.load(tmp_path / "saved", device="cpu")
     assert again.config == bot.config
     torch.testing.assert_close(logits(again), logits(bot), atol=0, rtol=0)
+    assert again.tokenizer.encode("hello there") == bot.tokenizer.encode("hello there")
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        bot = nc.load(G5 / "model", device="cpu")
+        nc.save_checkpoint(bot.model, tmp_path / "pt", step=1)
+        nc.save_checkpoint(bot.model, tmp_path / "st", step=1, fmt="safetensors", dtype=torch.bfloat16)
+    finally:
+        os.umask(umask)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert {p.name for p in files} >= {"model_000001.pt", "model_000001.safetensors", "tokenizer.pkl"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o644" for p in files}
 
 
 # --- hf: sources ----------------------------------------------------------------------------------------
@@ -264,6 +282,12 @@ def test_unknown_override_and_bad_dtype_are_refused():
         nc.load(G0 / "model", device="cpu", dtype="fp8")
     with pytest.raises(nc.NanochatError, match="unknown device 'gpu0'"):
         nc.load(G0 / "model", device="gpu0")
+
+
+def test_fp16_is_refused_and_says_what_runs():
+    for dtype in ("fp16", "float16", torch.float16):
+        with pytest.raises(nc.NanochatError, match="fp16 is not supported.*use bf16"):
+            nc.load(G0 / "model", device="cpu", dtype=dtype)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -35,3 +36,20 @@ def test_nothing_passes_after_a_stop():
     assert m.add("one\n") == "one"
     assert m.add("\ntwo") == ""
     assert m.add("three") == "" and m.flush() == "" and m.stopped
+
+
+def test_the_stop_string_completed_first_wins_however_the_text_is_cut():
+    """Streamed text is matched as it arrives: a stop string that ends earlier wins over one that starts earlier."""
+    for seed in range(10):
+        assert stream("xx abcd yy", ["abcd", "bc"], seed) == ("xx a", True)
+
+
+def test_matching_is_linear_in_the_text():
+    """Four 256-character stop strings that match all but their last character at every position: each character
+    costs the same however long the text already is (a quadratic matcher takes minutes here)."""
+    stops = ["a" * 255 + "b", "a" * 255 + "c", "a" * 254 + "bd", "ab" * 128]
+    matcher, text = StopMatcher(stops), "a" * 40_000
+    started = time.monotonic()
+    out = "".join(matcher.add(c) for c in text) + matcher.flush()
+    assert time.monotonic() - started < 2.0
+    assert out == text and not matcher.stopped

@@ -223,6 +223,10 @@ MALICIOUS = [
     "`<img src=x onerror=window.__pwned=1>` and\n```html\n</code></pre><img src=x onerror=window.__pwned=1>\n```",
     "| <img src=x onerror=window.__pwned=1> | b |\n|---|---|\n| <script>window.__pwned=1</script> | c |",
     "https://example.com/<img/src=x/onerror=window.__pwned=1> \u0000<img src=x onerror=window.__pwned=1>\u0000",
+    '[a](https://x.y/(a)"onmouseover="window.__pwned=1" "t") [b](<https://x.y/"><img src=x onerror=window.__pwned=1>>)',
+    "https://x.y/(<img src=x onerror=window.__pwned=1>))) ``<script>window.__pwned=1</script>`` `` ` ``",
+    # wider than MAX_PADDED_COLUMNS: the short row gets one wide empty cell
+    "|" + "h|" * 70 + "\n|" + "-|" * 70 + "\n| <img src=x onerror=window.__pwned=1> |",
 ]
 
 
@@ -264,6 +268,139 @@ def test_renderer_markdown(page):
                      "<ol><li>one</li><li>two</li></ol>", "<ul><li>x<ul><li>y</li></ul></li></ul>",
                      "<pre><code>print(1 &lt; 2)</code></pre>"]:  # fmt: skip
         assert fragment in html
+
+
+def _link(url: str, label: str) -> str:
+    return f'<a href="{url}" target="_blank" rel="noopener noreferrer nofollow">{label}</a>'
+
+
+def _code_block(lang: str, code: str) -> str:
+    return (f'<div class="code-block"><div class="code-head"><span>{lang}</span><button type="button" '
+            f'class="copy-code">Copy</button></div><pre><code>{code}</code></pre></div>')  # fmt: skip
+
+
+# Everyday Markdown and its exact HTML, as the renderer made it before it was rewritten to run in linear time.
+NORMAL_MARKDOWN = [
+    ("# Title ##\n### Sub", "<h1>Title</h1><h3>Sub</h3>"),
+    ("**b**, __s__, *e*, _e_, ~~d~~ and **_both_**",
+     "<p><strong>b</strong>, <strong>s</strong>, <em>e</em>, <em>e</em>, <del>d</del> and "
+     "<strong><em>both</em></strong></p>"),
+    ("snake_case_name, 2*3*4, a * b * c, __init__.py",
+     "<p>snake_case_name, 2*3*4, a * b * c, <strong>init</strong>.py</p>"),
+    ("`a < b` and ``x ` y`` and ` padded `",
+     "<p><code>a &lt; b</code> and <code>x ` y</code> and <code>padded</code></p>"),
+    ('[docs](https://example.com/a_(b) "Docs") and [**bold** `label`](<https://x.org>)',
+     f"<p>{_link('https://example.com/a_(b)', 'docs')} and "
+     f"{_link('https://x.org', '<strong>bold</strong> <code>label</code>')}</p>"),
+    ("[bad](javascript:alert(1)) [rel](/local) [spaced](https://a.b c)",
+     f"<p>[bad](javascript:alert(1)) [rel](/local) [spaced]({_link('https://a.b', 'https://a.b')} c)</p>"),
+    ("<https://x.org/y>, https://example.com/p_(x)). see http://x)))...",
+     f"<p>&lt;{_link('https://x.org/y', 'https://x.org/y')}&gt;, "
+     f"{_link('https://example.com/p_(x)', 'https://example.com/p_(x)')}). see {_link('http://x', 'http://x')})))...</p>"),
+    ("1. a\n2. b\n   - c\n   - d\n\n3) e",
+     "<ol><li><p>a</p></li><li><p>b</p><ul><li>c</li><li>d</li></ul></li><li><p>e</p></li></ol>"),
+    ("3. x\n\n4. y", '<ol start="3"><li><p>x</p></li><li><p>y</p></li></ol>'),
+    ("- a\nlazy line\n- b\n\n  more of b", "<ul><li>a<br>lazy line</li><li>b<p>more of b</p></li></ul>"),
+    ("> q **t**\n> > deeper\n\nafter",
+     "<blockquote><p>q <strong>t</strong></p><blockquote><p>deeper</p></blockquote></blockquote><p>after</p>"),
+    ("```py\nx = 1 < 2\n```\n~~~\nt\n~~~\n```\nunclosed",
+     _code_block("py", "x = 1 &lt; 2") + _code_block("code", "t") + _code_block("code", "unclosed")),
+    ("a\nb\n\n---\n***", "<p>a<br>b</p><hr><hr>"),
+    ("| L | C | R |\n|:--|:-:|--:|\n| a & b | c \\| d | e |\n| short |",
+     '<div class="table-wrap"><table><thead><tr><th style="text-align:left">L</th>'
+     '<th style="text-align:center">C</th><th style="text-align:right">R</th></tr></thead><tbody><tr>'
+     '<td style="text-align:left">a &amp; b</td><td style="text-align:center">c | d</td>'
+     '<td style="text-align:right">e</td></tr><tr><td style="text-align:left">short</td>'
+     '<td style="text-align:center"></td><td style="text-align:right"></td></tr></tbody></table></div>'),
+]  # fmt: skip
+
+
+def test_renderer_output_for_normal_markdown(page):
+    html = page.evaluate("(inputs) => inputs.map((s) => window.renderMarkdown(s))", [md for md, _ in NORMAL_MARKDOWN])
+    for (md, want), got in zip(NORMAL_MARKDOWN, html, strict=True):
+        assert got == want, md
+
+
+# Inputs that cost the old renderer quadratic time or worse (Debian's Chromium 150: a URL followed by 64,000 ")"
+# 2 s, a wide table header over short rows 7.5 s; a linear render takes a few ms), and others that would if a
+# regex could backtrack or a loop rescan. Each must render within RENDER_BUDGET_MS per 20,000 characters.
+PATHOLOGICAL = {
+    "URL then )": "http://x" + ")" * 64_000,
+    "URL then (": "see http://x" + "(" * 20_000,
+    "URL of dots": "http://" + "." * 40_000 + "a",
+    "many URLs": "http://x.co/a_b " * 1_200,
+    "*": "*" * 20_000,
+    "**a ": "**a " * 5_000,
+    "__a ": "__a " * 5_000,
+    "~~a ": "~~a " * 5_000,
+    "_a": "_a" * 10_000,
+    "*_`[<\\": "*_`[<\\" * 3_400,
+    "`": "`" * 20_000,
+    "`a": "`a" * 10_000,
+    "backtick runs": "".join("`" * n + "a" for n in range(1, 280)),
+    "[": "[" * 20_000,
+    "[a](": "[a](" * 5_000,
+    "[a](http://x": "[a](http://x" * 1_700,
+    "link, spaces": "[a](http://x" + " " * 20_000 + "y",
+    "link, title": '[a](http://x "t"' + " " * 20_000 + "y",
+    "link, groups": "[a](http://x" + "(a)" * 6_500,
+    "<": "<" * 20_000,
+    "\\": "\\" * 20_000,
+    "&": "&" * 20_000,
+    "fence, spaces": "```" + " " * 40_000 + "`",
+    "unclosed fences": "```\n" * 5_000,
+    "heading, spaces": "# a" + " " * 20_000 + "\u2028",
+    "heading, closing #s": "# a " + "#" * 20_000 + "x",
+    "rule, then x": "- " * 10_000 + "x",
+    "list item, spaces": "-" + " " * 20_000 + "\u2028",
+    "table rule, spaces": "a|b\n" + " " * 40_000 + "-|x",
+    "table, wide header": "|" + "a|" * 1_000 + "\n|" + "-|" * 1_000 + "\n" + "|\n" * 4_000,
+    "> nested": "> " * 10_000 + "x",
+    "> lines": ("> " * 40 + "y\n") * 240,
+    "list, 20000 items": "- item\n" * 20_000,
+    "list, nesting": "".join(" " * (2 * n) + "- a\n" for n in range(140)),
+    "list, blank lines": "- a\n" + "\n" * 20_000 + "- b",
+    "20000 lines": "x\n" * 20_000,
+}
+RENDER_BUDGET_MS = 200
+ALLOWED_TAGS = set(
+    "p br strong em del code pre a h1 h2 h3 h4 h5 h6 ul ol li blockquote hr div span button table thead "
+    "tbody tr th td".split()
+)
+
+
+def test_renderer_is_linear_on_pathological_input(page):
+    result = page.evaluate(
+        """([cases, budgetPer20k]) => {
+            window.renderMarkdown('# warm *up* `the` [jit](https://x.y)\\n\\n- a\\n\\n|a|b|\\n|-|-|');
+            const out = {};
+            for (const [name, text] of Object.entries(cases)) {
+                const budget = budgetPer20k * Math.max(1, text.length / 20000);
+                let best = Infinity, html = '';
+                for (let k = 0; k < 3; k++) {  // retries forgive a busy machine, not a render 10 times too slow
+                    const t0 = performance.now();
+                    html = window.renderMarkdown(text);
+                    best = Math.min(best, performance.now() - t0);
+                    if (best <= budget || best > 10 * budget) break;
+                }
+                const box = document.createElement('template');  // parsed, never run or loaded
+                box.innerHTML = html;
+                const tags = [...box.content.querySelectorAll('*')].map((e) => e.tagName.toLowerCase());
+                out[name] = {ms: best, budget, tags: [...new Set(tags)]};
+            }
+            return out;
+        }""",
+        [PATHOLOGICAL, RENDER_BUDGET_MS],
+    )
+    slow = [f"{name}: {r['ms']:.0f} ms > {r['budget']:.0f} ms" for name, r in result.items() if r["ms"] > r["budget"]]
+    assert not slow, "; ".join(slow)
+    for name, r in result.items():
+        assert set(r["tags"]) <= ALLOWED_TAGS, name
+
+
+def test_renderer_output_for_the_reproduced_input(page):
+    html = page.evaluate("(t) => window.renderMarkdown(t)", "http://x" + ")" * 16_000)
+    assert html == "<p>" + _link("http://x", "http://x") + ")" * 16_000 + "</p>"
 
 
 def _sse(*events) -> str:

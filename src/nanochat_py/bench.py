@@ -48,8 +48,9 @@ class Figures:
 # --- models -------------------------------------------------------------------------------------------
 
 
-def random_published(shape: str, seed: int = 0) -> GPT:
-    """Our GPT in a published shape (G0, 64 * depth wide in 128-wide heads) with random unit-scale weights."""
+def random_published(shape: str, seed: int = 0, device: torch.device | str = "cpu") -> GPT:
+    """Our GPT in a published shape (G0, 64 * depth wide in 128-wide heads) with random unit-scale weights,
+    made on `device` (a d32 is 7.6 GB of fp32: drawing it on a GPU takes a moment, on a CPU a minute)."""
     depth = SHAPES[shape]
     heads = max(1, depth // 2)
     config = config_for("G0", vocab_size=65536, n_layer=depth, n_embd=64 * depth, n_head=heads, n_kv_head=heads,
@@ -57,7 +58,7 @@ def random_published(shape: str, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     with torch.device("meta"):
         model = GPT(config)
-    model.to_empty(device="cpu")
+    model.to_empty(device=device)
     _randomise(model)
     return model.eval().requires_grad_(False)
 
@@ -196,11 +197,11 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 @torch.inference_mode()
-def ours(model: GPT, batches: list[int], steps: int, bandwidth: Bandwidth, dtype: str) -> Figures:
+def ours(model: GPT, batches: list[int], steps: int, bandwidth: Bandwidth, dtype: str, prompt: int = PROMPT) -> Figures:
     figures = Figures("nanochat-py", dtype, weights_mb=tensor_mb(model))
     device, vocab = model.device, model.config.vocab_size
     _reset_peak_memory(device)
-    prompt_len = min(PROMPT, model.config.sequence_len - 1)
+    prompt_len = min(prompt, model.config.sequence_len)
     prompt = torch.randint(0, vocab, (1, prompt_len), device=device)
 
     def prefill():
@@ -230,12 +231,14 @@ def ours(model: GPT, batches: list[int], steps: int, bandwidth: Bandwidth, dtype
 
 
 @torch.inference_mode()
-def transformers_figures(hf, twin: GPT, batches: list[int], steps: int, bandwidth: Bandwidth) -> Figures:
-    """transformers' figures; `twin` is our fp32 model on the same tensors, which reads the same bytes per step."""
-    figures = Figures("transformers", "fp32", weights_mb=tensor_mb(hf))
+def transformers_figures(
+    hf, twin: GPT, batches: list[int], steps: int, bandwidth: Bandwidth, dtype: str, prompt: int = PROMPT
+) -> Figures:
+    """transformers' figures; `twin` is our model on the same tensors, which reads the same bytes per step."""
+    figures = Figures("transformers", dtype, weights_mb=tensor_mb(hf))
     device, vocab = twin.device, hf.config.vocab_size
     _reset_peak_memory(device)
-    prompt_len = min(PROMPT, twin.config.sequence_len - 1)
+    prompt_len = min(prompt, twin.config.sequence_len)
     prompt = torch.randint(0, vocab, (1, prompt_len), device=device)
     figures.ttft_s = _best_time(lambda: hf(prompt, use_cache=True).logits[:, -1].argmax(-1), device, 0.5, at_least=2)
     figures.prefill_tok_s = prompt_len / figures.ttft_s
@@ -306,8 +309,18 @@ def agreement(want: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
 # --- the run ------------------------------------------------------------------------------------------
 
 
-def run(model: GPT, dtypes: list[str], batches: list[int], steps: int, compare: list[str], tokenizer=None) -> dict:
-    """Every figure for `model` (fp32, on its device) in each dtype, and for transformers where asked and able."""
+def run(
+    model: GPT,
+    dtypes: list[str],
+    batches: list[int],
+    steps: int,
+    compare: list[str],
+    tokenizer=None,
+    prompt: int = PROMPT,
+) -> dict:
+    """Every figure for `model` (fp32, on its device) in each dtype, and for transformers where asked and able:
+    on the same tensors, in fp32 on a CPU (bf16 there is not what transformers users run), in each of fp32
+    and bf16 elsewhere. Each transformers run comes just before ours in the same dtype."""
     torch.manual_seed(0)
     device = model.device
     bandwidth = Bandwidth(device)
@@ -316,19 +329,20 @@ def run(model: GPT, dtypes: list[str], batches: list[int], steps: int, compare: 
     prompts = quality_prompts(model, tokenizer)
     tokens = min(QUALITY_TOKENS, model.config.sequence_len - max(len(p) for p in prompts))
     fed, reference_logits = decode_logits(model, prompts, None, tokens)
-    if "transformers" in compare:
-        hf = transformers_twin(model)
-        if hf is None:
-            generation = model.config.generation
-            notes.append(f"transformers: not run (not installed, or a {generation} model: it implements G0)")
-        else:
-            figures = transformers_figures(hf, model, batches, steps, bandwidth)
+    hf_dtypes = {"fp32"} if device.type == "cpu" else {"fp32", "bf16"}
+    if "transformers" in compare and transformers_twin(model) is None:
+        generation = model.config.generation
+        notes.append(f"transformers: not run (not installed, or a {generation} model: it implements G0)")
+        compare = []
+    for dtype in dtypes:
+        variant = variant_of(model, dtype)
+        if "transformers" in compare and dtype in hf_dtypes:
+            hf = transformers_twin(variant)
+            figures = transformers_figures(hf, variant, batches, steps, bandwidth, dtype, prompt)
             figures.agreement, figures.max_logit_diff = _transformers_agreement(hf, prompts, fed, reference_logits)
             results.append(figures)
             del hf
-    for dtype in dtypes:
-        variant = variant_of(model, dtype)
-        figures = ours(variant, batches, steps, bandwidth, dtype)
+        figures = ours(variant, batches, steps, bandwidth, dtype, prompt)
         if dtype != "fp32":
             _, logits = decode_logits(variant, prompts, fed, tokens)
             figures.agreement, figures.max_logit_diff = agreement(reference_logits, logits)
@@ -337,10 +351,13 @@ def run(model: GPT, dtypes: list[str], batches: list[int], steps: int, compare: 
         gc.collect()
     return {
         "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
         "bandwidth_gb_s": bandwidth.read_gb_s(),
         "threads": torch.get_num_threads(),
         "params": sum(p.numel() for p in model.parameters()),
         "generation": model.config.generation,
+        "prompt_tokens": prompt,
         "results": [asdict(r) for r in results],
         "notes": notes,
     }
@@ -357,9 +374,10 @@ def _transformers_agreement(hf, prompts, fed, reference_logits) -> tuple[float, 
 
 
 def table(report: dict) -> str:
-    """The report as a plain-text table; (N.NNx) is the ratio to transformers fp32 where it ran."""
+    """The report as a plain-text table; (N.NNx) is the ratio to transformers in the same dtype where it ran,
+    else to transformers fp32."""
     rows = report["results"]
-    base = next((r for r in rows if r["engine"] == "transformers"), None)
+    bases = {r["dtype"]: r for r in rows if r["engine"] == "transformers"}
 
     def vs(value: float, ref: float | None) -> str:
         return f" ({value / ref:.2f}x)" if ref else ""
@@ -369,6 +387,7 @@ def table(report: dict) -> str:
               "weights MB", "peak MB", "agreement", "max |dlogit|"]  # fmt: skip
     lines = [header]
     for r in rows:
+        base = bases.get(r["dtype"], bases.get("fp32")) if r["engine"] != "transformers" else None
         prefill = f"{r['prefill_tok_s']:.0f}" + vs(r["prefill_tok_s"], base and base["prefill_tok_s"])
         cells = [r["engine"], r["dtype"], prefill, f"{r['ttft_s']:.3f}"]
         for b in batches:
@@ -380,7 +399,8 @@ def table(report: dict) -> str:
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
-    summary = (f"{report['generation']}, {report['params'] / 1e6:.0f}M parameters on {report['device']}, "
+    device = report["device"] + (f" ({report['device_name']})" if report.get("device_name") else "")
+    summary = (f"{report['generation']}, {report['params'] / 1e6:.0f}M parameters on {device}, "
                f"{report['threads']} threads; bandwidth ~{report['bandwidth_gb_s']:.1f} GB/s at the end")  # fmt: skip
     return "\n".join([summary, *text, *report["notes"]])
 

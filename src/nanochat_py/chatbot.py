@@ -55,6 +55,7 @@ class PieceDecoder:
 
 class Chatbot:
     def __init__(self, model: GPT, tokenizer: Tokenizer, source: str = ""):
+        model.tokenizer = tokenizer  # so that save_checkpoint(bot.model, ...) writes the tokenizer too
         self.model = model
         self.tokenizer = tokenizer
         self.engine = Engine(model, tokenizer)

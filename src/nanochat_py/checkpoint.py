@@ -6,12 +6,14 @@ Also writes checkpoints in nanochat's native layout (model_<step>.pt + meta_<ste
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
 
-from .config import GENERATIONS, ModelConfig, config_for
+from .config import GENERATIONS, ModelConfig, config_for, short_repr
 from .errors import CheckpointError, UnsafeFileError
 from .sources import CheckpointFiles
 
@@ -26,6 +28,7 @@ _TRANSFORMERS_NAMES = {
     "mlp.fc2": "mlp.c_proj",
 }
 _ENGRAM_KEYS = ("bigram_embed.embed.weight", "bigram_lambdas")
+_LAYER = re.compile(r"transformer\.h\.(\d{1,9})\.")
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -67,12 +70,16 @@ def _refusal_reason(error: Exception) -> str:
 
 
 def read_meta(path: Path | None) -> dict:
+    """The meta json (or config.json) as a dict; anything else is one CheckpointError."""
     if path is None:
         return {}
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from None
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested thousands deep
+        raise CheckpointError(f"cannot read {path}: {_first_line(e)}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"cannot use {path}: it is not a JSON object (a {type(meta).__name__})")
+    return meta
 
 
 def normalise_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
@@ -100,7 +107,7 @@ def detect_generation(state: dict[str, torch.Tensor], model_config: dict) -> str
         return "G5"
     gate = next((t for k, t in state.items() if k.endswith("attn.ve_gate.weight")), None)
     if gate is not None:
-        if gate.shape[1] == 12:
+        if gate.dim() == 2 and gate.shape[1] == 12:
             return "G4"
         return "G3" if model_config.get("softcap") == 20 else "G2"
     if "resid_lambdas" in state:
@@ -110,7 +117,9 @@ def detect_generation(state: dict[str, torch.Tensor], model_config: dict) -> str
 
 def build_config(files: CheckpointFiles, state: dict[str, torch.Tensor], overrides: dict) -> ModelConfig:
     meta = read_meta(files.meta)
-    fields = _transformers_fields(meta) if files.layout == "transformers" else dict(meta.get("model_config", {}))
+    fields = _transformers_fields(meta) if files.layout == "transformers" else meta.get("model_config", {})
+    if not isinstance(fields, dict):
+        raise CheckpointError(f"model_config in {files.meta} is not a JSON object (a {type(fields).__name__})")
     known = ModelConfig.__dataclass_fields__
     unknown = sorted(set(overrides) - set(known))
     if unknown:
@@ -118,7 +127,7 @@ def build_config(files: CheckpointFiles, state: dict[str, torch.Tensor], overrid
     fields = {k: v for k, v in fields.items() if k in known} | overrides
     generation = fields.pop("generation", None) or detect_generation(state, fields)
     if generation not in GENERATIONS:
-        raise CheckpointError(f"unknown generation {generation!r}; expected one of {', '.join(GENERATIONS)}")
+        raise CheckpointError(f"unknown generation {short_repr(generation)}; expected one of {', '.join(GENERATIONS)}")
     wte = state.get("transformer.wte.weight")
     c_fc = state.get("transformer.h.0.mlp.c_fc.weight")
     if wte is not None:
@@ -132,15 +141,38 @@ def build_config(files: CheckpointFiles, state: dict[str, torch.Tensor], overrid
             f"the model config lacks {', '.join(missing)}: add them to {where} or pass them as overrides"
         )
     try:
-        return config_for(generation, **fields)
+        config = config_for(generation, **fields)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"bad model config in {files.meta}: {e}") from None
+        raise CheckpointError(f"bad model config in {files.meta or 'the overrides'}: {e}") from None
+    check_config_fits(config, state, ", ".join(str(p) for p in files.weights))
+    return config
+
+
+def check_config_fits(config: ModelConfig, state: dict[str, torch.Tensor], where: str) -> None:
+    """Compare the config's sizes with the tensors before any module is built from it: a crafted meta
+    (n_layer 200000) must be refused at once, not after building 200000 blocks to find the mismatch."""
+    layers = {int(m.group(1)) for k in state if (m := _LAYER.match(k))}
+    problems = []
+    if config.n_layer > len(layers) or (layers == set(range(len(layers))) and config.n_layer != len(layers)):
+        problems.append(f"n_layer is {config.n_layer} but the weights have {len(layers)} layers")
+    sizes = [("transformer.wte.weight", ("padded_vocab_size", "n_embd")), ("transformer.h.0.mlp.c_fc.weight",
+             ("mlp_hidden", "n_embd"))]  # fmt: skip
+    for key, names in sizes:
+        tensor = state.get(key)
+        if tensor is None or tensor.dim() != len(names):
+            continue  # named by check_state_dict, which runs next
+        for name, size in zip(names, tensor.shape, strict=True):
+            if getattr(config, name) != size:
+                problems.append(f"{name} is {getattr(config, name)} but {key} is {tuple(tensor.shape)}")
+    if problems:
+        _mismatch(where, sorted(set(problems)))
 
 
 def _transformers_fields(config: dict) -> dict:
     if config.get("model_type") not in (None, "nanochat"):
         raise CheckpointError(f"config.json describes a {config.get('model_type')!r} model, not nanochat")
-    rope = config.get("rope_parameters") or {}
+    rope = config.get("rope_parameters")
+    rope = rope if isinstance(rope, dict) else {}
     fields = {
         "generation": "G0",
         "vocab_size": config.get("vocab_size"),
@@ -167,24 +199,51 @@ def check_state_dict(expected: dict[str, torch.Size], state: dict[str, torch.Ten
         if tuple(state[k].shape) != tuple(expected[k])
     )
     problems = [
-        f"missing tensors: {', '.join(missing)}" if missing else "",
-        f"unexpected tensors: {', '.join(unexpected)}" if unexpected else "",
-        f"mis-shaped tensors: {', '.join(misshaped)}" if misshaped else "",
+        f"{kind} tensors: {_some(names)}"
+        for kind, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+        if names
     ]
-    problems = [p for p in problems if p]
     if problems:
-        raise CheckpointError(
-            f"{where} does not match the model its config describes; "
-            + "; ".join(problems)
-            + ". Check that the meta/config file belongs to these weights, or override the config fields."
-        )
+        _mismatch(where, problems)
+
+
+def _mismatch(where: str, problems: list[str]) -> None:
+    raise CheckpointError(
+        f"{where} does not match the model its config describes; "
+        + "; ".join(problems)
+        + ". Check that the meta/config file belongs to these weights, or override the config fields."
+    )
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """The first few names and how many more: a bad file can have thousands, the message stays one line."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(n if len(n) <= 120 else n[:117] + "..." for n in names[:shown]) + more
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return short_repr(text[0], 200) if text else type(error).__name__
 
 
 def save_checkpoint(
-    model, directory: str | Path, step: int = 0, extra_meta: dict | None = None, *, fmt: str = "pt", dtype=None
+    model,
+    directory: str | Path,
+    step: int = 0,
+    extra_meta: dict | None = None,
+    *,
+    fmt: str = "pt",
+    dtype: torch.dtype | None = None,
+    tokenizer=None,
 ) -> Path:
     """Write model_<step>.pt (or .safetensors) + meta_<step>.json: nanochat's layout, with every architecture
-    field in the meta. `dtype` (e.g. torch.bfloat16) converts floating-point weights on the way out."""
+    field in the meta. `dtype` (e.g. torch.bfloat16) converts floating-point weights on the way out.
+
+    The tokenizer (`tokenizer`, else the one a loaded Chatbot's model carries) goes beside them as
+    tokenizer.pkl + token_bytes.pt, so the directory loads by itself. Each file is written under a
+    temporary name and moved into place, readable by others as any new file (0644 under umask 022)."""
+    if fmt not in ("pt", "safetensors"):
+        raise ValueError(f"unknown checkpoint format {fmt!r}; use pt or safetensors")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {}
@@ -195,11 +254,37 @@ def save_checkpoint(
     if fmt == "safetensors":
         from safetensors.torch import save_file
 
-        save_file(state, path)
-    elif fmt == "pt":
-        torch.save(state, path)
+        write_atomically(path, lambda tmp: save_file(state, tmp))
     else:
-        raise ValueError(f"unknown checkpoint format {fmt!r}; use pt or safetensors")
+        write_atomically(path, lambda tmp: torch.save(state, tmp))
     meta = {"step": step, "model_config": model.config.to_dict(), **(extra_meta or {})}
-    (directory / f"meta_{step:06d}.json").write_text(json.dumps(meta, indent=2))
+    write_atomically(directory / f"meta_{step:06d}.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        from .train.tokenizer_training import save_tokenizer
+
+        save_tokenizer(tokenizer, directory)
     return path
+
+
+def write_atomically(path: Path, write) -> None:
+    """`write(tmp)` a temporary file beside `path`, then move it in: an interrupted save leaves no half file.
+    The file gets the mode any new file gets (some writers, such as safetensors', create theirs 0600)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only set it)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask

@@ -9,9 +9,18 @@ its keys alone (G3's softcap) still runs exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 GENERATIONS = ("G0", "G1", "G1w", "G2", "G3", "G4", "G5")
+MAX_DIM = 2**31 - 1  # no real model has a dimension past int32; bigger values only come from crafted files
+
+# field kinds, checked before anything is sized from them (a meta json is untrusted input)
+_WHOLE = ("sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd", "padded_vocab_size",
+          "mlp_hidden", "short_window", "ve_gate_channels", "smear_channels")  # fmt: skip
+_POSITIVE = ("rope_base", "softcap", "qk_scale", "norm_eps", "ve_gate_scale")
+_SWITCHES = ("resid_lambdas", "value_embeds", "smear", "backout")
+_OPTIONAL = ("padded_vocab_size", "mlp_hidden", "short_window", "softcap", "norm_eps", "window_pattern")
 
 
 @dataclass
@@ -43,20 +52,50 @@ class ModelConfig:
     backout: bool = False
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
             raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
         if self.generation not in GENERATIONS:
-            raise ValueError(f"unknown generation {self.generation!r}; expected one of {', '.join(GENERATIONS)}")
+            known = ", ".join(GENERATIONS)
+            raise ValueError(f"unknown generation {short_repr(self.generation)}; expected one of {known}")
         if self.window_pattern is not None and (
             not self.window_pattern or set(self.window_pattern.upper()) - {"S", "L"}
         ):
-            raise ValueError(f"window_pattern {self.window_pattern!r} may only contain the letters S and L")
+            raise ValueError(f"window_pattern {short_repr(self.window_pattern)} may only contain the letters S and L")
+        for name, used in (("ve_gate_channels", self.value_embeds), ("smear_channels", self.smear)):
+            if used and getattr(self, name) > self.n_embd:  # the gates read the first channels of the stream
+                raise ValueError(f"{name}={getattr(self, name)} is larger than n_embd={self.n_embd}")
         if self.padded_vocab_size is None:
             self.padded_vocab_size = -(-self.vocab_size // 64) * 64
         if self.mlp_hidden is None:
             self.mlp_hidden = 4 * self.n_embd
+        if self.vocab_size > self.padded_vocab_size:
+            raise ValueError(
+                f"vocab_size {self.vocab_size} is larger than the embedding table (padded_vocab_size "
+                f"{self.padded_vocab_size})"
+            )
+
+    def _check_types(self) -> None:
+        """Every field has its type and a sane range, so no table is ever sized from a crafted value."""
+        for name in _WHOLE:
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIM:
+                raise ValueError(f"{name} must be a whole number from 1 to {MAX_DIM}, not {short_repr(value)}")
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number above 0, not {short_repr(value)}")
+        for name in _SWITCHES:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, not {short_repr(getattr(self, name))}")
+        if not isinstance(self.window_pattern, (str, type(None))):
+            raise ValueError(f"window_pattern must be a string of S and L, not {short_repr(self.window_pattern)}")
 
     @property
     def head_dim(self) -> int:
@@ -78,6 +117,12 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def short_repr(value, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters: error messages quote bad values, never megabytes of them."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def short_window_for(generation: str, sequence_len: int) -> int | None:
@@ -106,7 +151,7 @@ _GENERATION_CHANGES: dict[str, dict] = {
 def generation_defaults(generation: str) -> dict:
     """The architecture fields of `generation`, accumulated from G0 up."""
     if generation not in GENERATIONS:
-        raise ValueError(f"unknown generation {generation!r}; expected one of {', '.join(GENERATIONS)}")
+        raise ValueError(f"unknown generation {short_repr(generation)}; expected one of {', '.join(GENERATIONS)}")
     fields: dict = {"generation": generation}
     for gen in GENERATIONS[: GENERATIONS.index(generation) + 1]:
         fields.update(_GENERATION_CHANGES[gen])

@@ -103,6 +103,15 @@ class KVCache:
                 self.prev_embedding = self.k.new_zeros(self.batch_size, 1, c)
             self.prev_embedding[row] = prefilled.prev_embedding[0]
 
+    def at(self, positions: torch.Tensor, end: int) -> KVCache:
+        """A per-row view of all of this cache's memory whose rows write at `positions` and attend to the
+        first `end` slots: a decode step whose shapes do not depend on where the rows are (CUDA graphs)."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v, view.pos = self.k, self.v, 0
+        view.row_pos, view.row_end = positions, end
+        view.prev_embedding = self.prev_embedding  # updated in place by the step (set_prev_embedding)
+        return view
+
     def rows(self, n: int) -> KVCache:
         """A view of the first n rows that reads and writes this cache's memory (no copy)."""
         view = KVCache.__new__(KVCache)

@@ -14,14 +14,12 @@ from .quantize import quantize_int8
 from .sources import DEFAULT_MODEL_DIR, default_base_dir, resolve
 from .tokenizer import Tokenizer, load_tokenizer
 
-DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+# nanochat trains and runs in bf16 or fp32; fp16 has a finer mantissa than bf16 but a far smaller range (65504)
+FP16 = (
+    "fp16 is not supported: nanochat models are trained in bf16, and fp16's smaller range can overflow them; "
+    "use bf16 (or fp32; int8 on CPU)"
+)
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -46,12 +44,13 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     """fp32 on CPU and MPS by default (exact, and bf16 files are upcast); bf16 on CUDA. ("int8": see `load`.)"""
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    if isinstance(dtype, torch.dtype):
+    if dtype in (torch.float32, torch.bfloat16):
         return dtype
-    try:
-        return DTYPES[dtype.lower()]
-    except KeyError:
-        raise NanochatError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16, int8") from None
+    if dtype == torch.float16 or str(dtype).lower() in ("fp16", "float16", "half"):
+        raise NanochatError(FP16)
+    if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
+        raise NanochatError(f"unknown dtype {str(dtype)[:40]!r}; use fp32, bf16 or int8 (CPU)")
+    return DTYPES[dtype.lower()]
 
 
 def load(
@@ -71,6 +70,11 @@ def load(
     phase/tag/step pick a checkpoint inside a nanochat base dir; `tokenizer` points at one explicitly;
     any other keyword overrides a ModelConfig field (e.g. softcap=20 for a G3 checkpoint).
     """
+    device = pick_device(device)  # bad flags are refused before any file is read
+    int8 = isinstance(dtype, str) and dtype.lower() == "int8"
+    if int8 and device.type != "cpu":
+        raise NanochatError(f"int8 runs on the CPU only (its kernel is a CPU one); on {device.type} use bf16")
+    dtype = torch.float32 if int8 else pick_dtype(dtype, device)
     if source is None:
         source = _default_source()
     files = resolve(source, phase=phase, tag=tag, step=step)
@@ -79,12 +83,6 @@ def load(
         state.update(normalise_keys(read_tensors(path), files.layout))
     config = build_config(files, state, overrides)
     where = ", ".join(str(p) for p in files.weights)
-
-    device = pick_device(device)
-    int8 = isinstance(dtype, str) and dtype.lower() == "int8"
-    if int8 and device.type != "cpu":
-        raise NanochatError(f"int8 runs on the CPU only (its kernel is a CPU one); on {device.type} use bf16")
-    dtype = torch.float32 if int8 else pick_dtype(dtype, device)
     with torch.device("meta"):
         model = GPT(config)
     check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, where)
@@ -98,24 +96,22 @@ def load(
     if tok_path is None:
         raise CheckpointError(f"no tokenizer.pkl or tokenizer.json found for {where}; pass tokenizer=PATH")
     tok = load_tokenizer(tok_path)
-    _check_vocab(tok, config.vocab_size, config.padded_vocab_size, tok_path, where)
+    _check_vocab(tok, config.vocab_size, tok_path, where)
     return Chatbot(model, tok, str(source))
 
 
-def _check_vocab(tok: Tokenizer, vocab_size: int, padded: int, tok_path, where: str) -> None:
+def _check_vocab(tok: Tokenizer, vocab_size: int, tok_path, where: str) -> None:
     if tok.vocab_size != vocab_size:
         raise CheckpointError(
             f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model {where} was built for {vocab_size}: "
             "they do not belong together; pass the model's own tokenizer"
         )
-    if vocab_size > padded:
-        raise CheckpointError(f"{where}: vocab_size {vocab_size} is larger than the embedding table ({padded} rows)")
 
 
 def _default_source() -> str:
     """nanochat's own checkpoints in $NANOCHAT_BASE_DIR (~/.cache/nanochat) if any, else the built-in model."""
     base = default_base_dir()
-    if any(base.glob("*_checkpoints")):
+    if any(base.glob("*_checkpoints/*/model_*")):  # an empty *_checkpoints/ (a run that saved nothing) is no model
         return str(base)
     if any(DEFAULT_MODEL_DIR.glob("model_*")):
         return str(DEFAULT_MODEL_DIR)

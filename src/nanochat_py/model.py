@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from . import cuda_graphs, kernels
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .linear import KERNEL_ROWS, Linear
+
+ROPE_EAGER_POSITIONS = 8192  # RoPE tables cover the whole context up to this length, then grow as used
 
 
 def rms_norm(x: torch.Tensor, eps: float | None) -> torch.Tensor:
@@ -33,7 +35,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """nanochat's RoPE: rotate the two halves of each head by -theta (x: [B, T, heads, d])."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos], dim=-1)
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
 
 
 def _visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -79,11 +81,12 @@ class CausalSelfAttention(nn.Module):
             # value residual: a per-kv-head gate, computed from the first channels of the attention input
             gate = cfg.ve_gate_scale * torch.sigmoid(self.ve_gate(x[..., : cfg.ve_gate_channels]))
             v = v + gate.unsqueeze(-1) * value_embed.view(B, T, cfg.n_kv_head, cfg.head_dim)
-        cos, sin = rope
-        q = rms_norm(apply_rotary(q, cos, sin), cfg.norm_eps)
-        k = rms_norm(apply_rotary(k, cos, sin), cfg.norm_eps)
+        # queries and keys take the same rotation, norm and scale: one pass over both, since a GPU decode step
+        # is bound by its number of kernels, not by their work
+        qk = rms_norm(apply_rotary(torch.cat([q, k], dim=2), *rope), cfg.norm_eps)
         if cfg.qk_scale != 1.0:  # sharper attention (G4, G5)
-            q, k = q * cfg.qk_scale, k * cfg.qk_scale
+            qk = qk * cfg.qk_scale
+        q, k = qk.split([cfg.n_head, cfg.n_kv_head], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, d]
         if cache is not None:
             k, v = cache.write(self.layer, k, v)
@@ -160,6 +163,7 @@ class GPT(nn.Module):
             self.backout_lambda = nn.Parameter(torch.zeros(1))
         self.window_sizes = config.window_sizes()
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._graphs: cuda_graphs.GraphedDecode | None = None  # captured decode steps (CUDA only)
 
     @property
     def device(self) -> torch.device:
@@ -179,19 +183,32 @@ class GPT(nn.Module):
         """idx [B, T] -> float32 logits [B, T, vocab_size] (or [B, 1, vocab] with last_only).
 
         With a cache, idx continues the sequence already in it and the cache advances by T. A per-row cache
-        takes one token per row (T = 1), each row at its own position.
+        takes one token per row (T = 1), each row at its own position. On CUDA a decode step (T = 1, under
+        inference_mode) is a replayed CUDA graph (cuda_graphs.py), which computes the same thing.
         """
+        positions = None  # per-row mode: each row's position this step
+        if cache is not None and cache.row_pos is not None:
+            if idx.shape[1] != 1:
+                raise ValueError("a per-row KV cache decodes one token per row at a time")
+            positions = cache.begin_row_step()
+        if cache is not None and cuda_graphs.applies(self, idx, cache):
+            if self._graphs is None:
+                self._graphs = cuda_graphs.GraphedDecode(self)
+            logits = self._graphs.step(idx, cache)
+        else:
+            logits = self.run(idx, cache, positions, last_only)
+        if cache is not None:
+            cache.advance(idx.shape[1])
+        return logits
+
+    def run(self, idx: torch.Tensor, cache: KVCache | None, positions: torch.Tensor | None, last_only: bool):
+        """The forward pass itself; the cache is written but not advanced (per-row: at `positions`)."""
         cfg = self.config
         B, T = idx.shape
         x = rms_norm(self.transformer.wte(idx).to(self.dtype), cfg.norm_eps)
         if cfg.smear:
             x = self._smear(x, cache)
         x0 = x
-        positions = None  # per-row mode: each row's position this step
-        if cache is not None and cache.row_pos is not None:
-            if T != 1:
-                raise ValueError("a per-row KV cache decodes one token per row at a time")
-            positions = cache.begin_row_step()
         step = self._kernel_step(x, cache, positions) if cache is not None and T == 1 else None
         rope, attends = None, {}  # a kernel step takes positions and the whole RoPE table instead
         if step is None and positions is not None:
@@ -211,8 +228,6 @@ class GPT(nn.Module):
                 x_mid = x
         if cfg.backout:
             x = x - self.backout_lambda.to(x.dtype) * x_mid  # remove the mid-layer residual before the head
-        if cache is not None:
-            cache.advance(T)
         if last_only:
             x = x[:, -1:]
         logits = self.lm_head(rms_norm(x, cfg.norm_eps))[..., : cfg.vocab_size].float()
@@ -296,7 +311,10 @@ class GPT(nn.Module):
             # a table made under inference_mode (by the engine) cannot be saved for backward (training)
             or (table[0].is_inference() and not torch.is_inference_mode_enabled())
         ):
-            length = max(needed, self.config.sequence_len)
+            # the whole context at once when it is small (every table the same, as before); a huge context
+            # (a crafted meta's sequence_len 1e8) grows by doubling to what is used, never to what is claimed
+            current = 0 if table is None else table[0].shape[0]
+            length = max(needed, min(self.config.sequence_len, max(2 * current, ROPE_EAGER_POSITIONS)))
             d = self.config.head_dim
             # same float32 arithmetic as the reference so the angles match bit for bit
             channels = torch.arange(0, d, 2, dtype=torch.float32, device=self.device)

@@ -1,10 +1,23 @@
-"""The compiled CPU kernels of the decode step (decode.cpp), built once per machine at first use.
+"""The compiled CPU kernels of the decode step (decode.cpp): built once per environment, loaded directly.
 
-They are built with the machine's C++ compiler for its own CPU (`-march=native`: AVX-512, its bf16 dot
-product and VNNI where present) by torch's extension builder, and cached (torch's `TORCH_EXTENSIONS_DIR`,
-by default ~/.cache/torch_extensions) under a name that hashes the source, the flags, the CPU and torch,
-so an upgrade or another machine sharing the home directory gets its own build. Without a compiler, or
-with NANOCHAT_PY_KERNELS=0, `ops()` is None and the model runs plain torch ops: same results, slower.
+They are compiled with the machine's C++ compiler for its own CPU (`-march=native`: AVX-512, its bf16 dot
+product and VNNI where present) by torch's extension builder. Where they live and how they are built keeps
+every run safe from every other:
+
+- The library is named by a hash of everything that affects it (source, flags, CPU, torch, Python, the
+  compiler variable CXX, the environment's prefix) and kept in the environment's own directory
+  (`<venv>/share/nanochat-py/kernels`, or a per-user cache when that is read-only; NANOCHAT_PY_KERNEL_DIR
+  overrides), so no other checkout or venv ever writes it.
+- `make` builds it (`python -m nanochat_py.kernels`). A run only loads the finished file: it never runs the
+  build system, and never waits. Where there is no build yet, the run starts one in the background and
+  decodes with plain torch ops meanwhile (one warning line); the next run has the kernels.
+- A build compiles in a private temporary directory and moves the library in with one atomic rename, so a
+  build killed at any moment leaves nothing half-done. Builders take an OS file lock (flock), which dies
+  with its holder: a killed builder's lock is never stale.
+- A failed build is remembered (`<name>.failed`, with the compiler's output), so runs do not retry it over
+  and over; `python -m nanochat_py.kernels` retries. NANOCHAT_PY_KERNELS=0 switches the kernels off.
+
+Without the kernels, `ops()` is None and the model runs plain torch ops: same results, slower.
 """
 
 from __future__ import annotations
@@ -14,6 +27,9 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,20 +37,26 @@ from types import SimpleNamespace
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the atomic rename still keeps builds whole
+    fcntl = None
+
 log = logging.getLogger("nanochat_py")
 
 SOURCE = Path(__file__).with_name("decode.cpp")
-_built: dict[bool, SimpleNamespace | None] = {}
+OPS = ("linear_rows", "rms_norm", "decode_block")
+_loaded: dict[bool, SimpleNamespace | None] = {}
 _lock = threading.Lock()
 _enabled = os.environ.get("NANOCHAT_PY_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def ops() -> SimpleNamespace | None:
-    """The kernels (`linear_rows`, `rms_norm`, `decode_block`), or None where they are switched off or
-    cannot be built. Called often during a decode step, so it is a flag test and a lookup."""
+    """The kernels (`linear_rows`, `rms_norm`, `decode_block`), or None where they are switched off or not
+    built. Called often during a decode step, so it is a flag test and a lookup."""
     if not _enabled:
         return None
-    return _built[False] if False in _built else build()
+    return _loaded[False] if False in _loaded else load()
 
 
 @contextlib.contextmanager
@@ -48,14 +70,148 @@ def switched_off() -> Iterator[None]:
         _enabled = before
 
 
-def build(portable: bool = False) -> SimpleNamespace | None:
-    """Build (or load the cached build of) the kernels; `portable` skips the AVX-512 code (for tests)."""
-    if portable in _built:
-        return _built[portable]
+def load(portable: bool = False) -> SimpleNamespace | None:
+    """The kernels from this environment's finished build, at once; None (after starting a background
+    build, or saying why there is none) where there is no usable build."""
     with _lock:
-        if portable not in _built:
-            _built[portable] = _compile(portable)
-    return _built[portable]
+        if portable not in _loaded:
+            _loaded[portable] = _load_or_start_build(Build(portable))
+    return _loaded[portable]
+
+
+def build(portable: bool = False) -> SimpleNamespace | None:
+    """Build the kernels now unless built (waiting for a build another process is running), then load
+    them. For `make` and the tests; `portable` skips the AVX-512 code. None when the build fails."""
+    with _lock:
+        if _loaded.get(portable) is None:
+            target = Build(portable)
+            _loaded[portable] = _open(target) if target.compile(wait=True) else None
+    return _loaded[portable]
+
+
+class Build:
+    """One build of decode.cpp for this machine and environment: its name, its files, and how to make it."""
+
+    def __init__(self, portable: bool = False, directory: Path | None = None):
+        self.flags = _flags(portable)
+        self.directory = directory or kernel_dir()
+        key = "\n".join([SOURCE.read_text(), *self.flags, *_environment()])
+        self.name = "nanochat_py_decode_" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.library = self.directory / f"{self.name}.so"
+        self.failed = self.directory / f"{self.name}.failed"
+        self.lockfile = self.directory / f"{self.name}.lock"
+
+    def compile(self, wait: bool) -> bool:
+        """Compile unless the library exists; True when it exists afterwards. `wait=False` gives up at
+        once (False) when another process holds the build lock."""
+        if self.library.exists():
+            return True
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.lockfile, "a+") as lock:
+            if not _take(lock, wait):
+                return False
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")  # who builds, for a person looking at the directory
+            lock.flush()
+            if self.library.exists():  # the process we waited for built it
+                return True
+            return self._compile_locked()
+
+    def _compile_locked(self) -> bool:
+        from torch.utils import cpp_extension
+
+        for stale in self.directory.glob(f"{self.name}.tmp-*"):  # left by killed builders: we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        work = self.directory / f"{self.name}.tmp-{os.getpid()}"
+        work.mkdir()
+        try:
+            cpp_extension.load(
+                name=self.name,
+                sources=[str(SOURCE)],
+                extra_cflags=[*self.flags, f"-DNANOCHAT_LIBRARY={self.name}"],
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(work),
+                is_python_module=False,
+                verbose=False,
+            )
+            built = work / f"{self.name}.so"
+            with open(built, "rb") as f:
+                os.fsync(f.fileno())  # whole on disk before it takes the final name
+            os.replace(built, self.library)
+            self.failed.unlink(missing_ok=True)
+            return True
+        except (RuntimeError, OSError, ImportError, subprocess.CalledProcessError) as e:
+            self.failed.write_text(f"{_first_line(e)}\n\n{e}\n")
+            log.warning(
+                "nanochat-py's CPU kernels could not be built (%s); decoding uses plain torch ops", _first_line(e)
+            )
+            return False
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def kernel_dir() -> Path:
+    """This environment's own directory for its builds."""
+    if os.environ.get("NANOCHAT_PY_KERNEL_DIR"):
+        return Path(os.environ["NANOCHAT_PY_KERNEL_DIR"]).expanduser()
+    prefix = Path(sys.prefix)
+    if os.access(prefix, os.W_OK):
+        return prefix / "share" / "nanochat-py" / "kernels"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "nanochat-py" / "kernels"  # names are keyed by the prefix, so environments never collide
+
+
+def _load_or_start_build(target: Build) -> SimpleNamespace | None:
+    if target.library.exists():
+        return _open(target)
+    if target.failed.exists():
+        log.warning(
+            "nanochat-py's CPU kernels failed to build earlier (%s; details in %s); decoding uses plain torch "
+            "ops. Retry with: %s -m nanochat_py.kernels", _first_line(target.failed.read_text()), target.failed,
+            sys.executable,
+        )  # fmt: skip
+        return None
+    _start_background_build(target)
+    log.warning(
+        "nanochat-py's CPU kernels are not built for this environment yet: building them in the background "
+        "(about 15 s; `make` builds them at install); this run uses plain torch ops"
+    )
+    return None
+
+
+def _start_background_build(target: Build) -> None:
+    """A detached builder: it outlives this run (Ctrl-C here does not kill it) and gives up at once if
+    another process is already building."""
+    args = [sys.executable, "-m", "nanochat_py.kernels", "--background"] + (["--portable"] if "-DNANOCHAT_PORTABLE"
+                                                                             in target.flags else [])  # fmt: skip
+    try:
+        subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, "NANOCHAT_PY_KERNEL_DIR": str(target.directory)},
+        )  # fmt: skip
+    except OSError as e:
+        log.warning("could not start a background build of the CPU kernels (%s)", e)
+
+
+def _open(target: Build) -> SimpleNamespace | None:
+    try:
+        torch.ops.load_library(str(target.library))
+    except (OSError, RuntimeError) as e:
+        log.warning("nanochat-py's CPU kernels in %s do not load (%s); decoding uses plain torch ops. Rebuild with: "
+                    "%s -m nanochat_py.kernels --rebuild", target.library, _first_line(e), sys.executable)  # fmt: skip
+        return None
+    namespace = getattr(torch.ops, target.name)
+    return SimpleNamespace(name=target.name, path=target.library, **{op: getattr(namespace, op) for op in OPS})
+
+
+def _take(lock, wait: bool) -> bool:
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
 
 
 def _flags(portable: bool) -> list[str]:
@@ -69,8 +225,14 @@ def _flags(portable: bool) -> list[str]:
     return flags
 
 
+def _environment() -> list[str]:
+    """What else the compiled library depends on: the CPU, torch, Python, the compiler, the environment."""
+    return [_cpu_identity(), torch.__version__, str(Path(torch.__file__).parent), sys.version, sys.prefix,
+            os.environ.get("CXX", "c++")]  # fmt: skip
+
+
 def _cpu_identity() -> str:
-    """What the compiled code depends on: the CPU's model and instruction-set flags."""
+    """The CPU's model and instruction-set flags."""
     try:
         text = Path("/proc/cpuinfo").read_text()
         lines = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features"))]
@@ -79,28 +241,6 @@ def _cpu_identity() -> str:
         return platform.processor() or platform.machine()
 
 
-def _compile(portable: bool) -> SimpleNamespace | None:
-    from torch.utils import cpp_extension
-
-    flags = _flags(portable)
-    key = "\n".join([SOURCE.read_text(), *flags, _cpu_identity(), torch.__version__])
-    name = "nanochat_py_decode_" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    cached = Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
-    if not cached.exists():
-        log.warning("building nanochat-py's CPU kernels for this machine (once, about 15 s)")
-    try:
-        cpp_extension.load(
-            name=name,
-            sources=[str(SOURCE)],
-            extra_cflags=[*flags, f"-DNANOCHAT_LIBRARY={name}"],
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-            verbose=False,
-        )
-    except (RuntimeError, OSError, ImportError, cpp_extension.subprocess.CalledProcessError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        log.warning("nanochat-py's CPU kernels could not be built (%s); decoding uses plain torch ops", first_line)
-        return None
-    namespace = getattr(torch.ops, name)
-    ops = ("linear_rows", "rms_norm", "decode_block")
-    return SimpleNamespace(name=name, **{op: getattr(namespace, op) for op in ops})
+def _first_line(e: BaseException | str) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -3,30 +3,40 @@
 Continuous batching over a per-row KV cache: a new job is prefilled on its own and dropped into a free
 row; each step then feeds the next token of every active row through the model at once, so concurrent
 chats share the cost of reading the weights. Rows leave as soon as they finish or their client goes away.
+
+A failure that belongs to one row (sampling, its text, its prefill) ends that row only. Before taking any
+job the worker runs a warm-up step (a prefill and one decode step), so "ready" means the model has really
+run on this thread; the heartbeat shows the pool a worker that stopped making progress.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
+import time
+from collections.abc import Callable
 
 import torch
 
 from ..engine import Sequence
+from ..errors import NanochatError
 from ..model import GPT
 from ..sampling import sample_next
 from ..tokenizer import Tokenizer
-from .job import Failed, Finished, Job, Token
+from .job import Failed, Finished, Job
+from .job_queue import JobQueue
+from .reply import ReplyText
 
 log = logging.getLogger("nanochat_py.server")
+SHUTTING_DOWN = "the server is shutting down; retry on another instance or after it restarts"
 
 
 class _Row:
     def __init__(self, job: Job, tokenizer: Tokenizer, device: torch.device):
         self.job = job
         self.sequence = Sequence(tokenizer)
+        self.reply = ReplyText(tokenizer, job.stops)
         self.generator = torch.Generator(device=device)
         seed = job.seed if job.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         self.generator.manual_seed(seed)
@@ -35,17 +45,24 @@ class _Row:
 
 
 class Worker:
-    def __init__(self, index: int, model: GPT, tokenizer: Tokenizer, pending: queue.Queue, max_batch: int):
+    def __init__(self, index: int, model: GPT, tokenizer: Tokenizer, pending: JobQueue, max_batch: int,
+                 on_exit: Callable[[Worker], None] = lambda worker: None):  # fmt: skip
         self.index = index
         self.model = model
         self.tokenizer = tokenizer
         self.pending = pending
         self.max_batch = max_batch
         self.context_len = model.config.sequence_len
+        _check_cache_fits(model, max_batch, self.context_len)
         self.slots = model.new_cache(max_batch, self.context_len, per_row=True)
         self.rows: list[_Row | None] = [None] * max_batch
         self.tokens_served = 0
         self.requests_served = 0
+        self.heartbeat = time.monotonic()  # the last time the loop made progress
+        self.warmed_up = threading.Event()  # set once the warm-up step has run (or failed: see warm_up_error)
+        self.warm_up_error: str | None = None
+        self._admitting: Job | None = None
+        self._on_exit = on_exit
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"nanochat-worker-{index}", daemon=True)
 
@@ -57,6 +74,18 @@ class Worker:
     def active(self) -> int:
         return sum(r is not None for r in self.rows)
 
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def heartbeat_age(self) -> float:
+        return time.monotonic() - self.heartbeat
+
+    def stalled(self, after: float) -> bool:
+        """No progress for `after` seconds although there is work (an idle worker beats every 50 ms anyway)."""
+        has_work = self.active or self._admitting is not None or self.pending.qsize()
+        return bool(has_work) and self.heartbeat_age() > after
+
     def start(self) -> None:
         self.thread.start()
 
@@ -65,31 +94,64 @@ class Worker:
 
     # --- the loop ---------------------------------------------------------------------------------------
     def _run(self) -> None:
-        with torch.inference_mode():
-            while not self._stop.is_set():
-                try:
-                    self._admit()
-                    if self.active:
-                        self._step()
-                except Exception as e:  # a bug must not kill the worker: fail its jobs, keep serving
-                    log.exception("worker %d failed a decode step", self.index)
-                    self._fail_all(f"internal error: {type(e).__name__}")
-            self._fail_all("the server is shutting down")
+        try:
+            with torch.inference_mode():
+                if self._warm_up():
+                    self._serve()
+        finally:  # however the thread ends (even by a BaseException), nobody is left waiting on it
+            if not self._stop.is_set():
+                log.error("worker %d stopped unexpectedly; /health reports it", self.index)
+            self._fail_all(Failed(SHUTTING_DOWN, 503) if self._stop.is_set() else
+                           Failed(f"worker {self.index} stopped; retry shortly", 503))  # fmt: skip
+            self.warmed_up.set()
+            self._on_exit(self)
+
+    def _warm_up(self) -> bool:
+        """A prefill and one batched decode step on this thread, through the same paths requests take."""
+        try:
+            cache = self.model.new_cache(1, 2)
+            ids = torch.tensor([[self.tokenizer.bos_token_id]], dtype=torch.long, device=self.model.device)
+            logits = self.model(ids, cache=cache, last_only=True)[:, -1]
+            self.slots.load_row(0, cache)
+            column = logits.argmax(dim=-1, keepdim=True)
+            self.model(column, cache=self.slots.rows(1), last_only=True)
+            self.slots.row_pos[0] = 0
+        except Exception as e:
+            log.exception("worker %d failed its warm-up step", self.index)
+            self.warm_up_error = f"worker {self.index} could not run the model: {type(e).__name__}: {e}"
+            return False
+        self.heartbeat = time.monotonic()
+        self.warmed_up.set()
+        return True
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                self._admit()
+                if self.active:
+                    self._step()
+            except Exception as e:  # the batch's forward pass failed: fail its jobs, keep serving
+                log.exception("worker %d failed a decode step", self.index)
+                self._fail_all(Failed(f"internal error: {type(e).__name__}"))
 
     def _admit(self) -> None:
         """Take waiting jobs into free rows (waiting briefly for one when idle)."""
         while None in self.rows:
-            try:
-                job = self.pending.get(timeout=0.05) if not self.active else self.pending.get_nowait()
-            except queue.Empty:
+            job = self.pending.get(timeout=0 if self.active else 0.05)
+            if job is None:
                 return
             if job.cancelled:
                 continue
+            slot = self.rows.index(None)
+            self._admitting = job  # in no row yet: if the thread dies now, _fail_all still ends it
             try:
-                self._prefill(self.rows.index(None), job)
+                self._prefill(slot, job)
             except Exception as e:  # only this job is lost; the batch goes on
                 log.exception("worker %d could not start a request", self.index)
-                job.send(Failed(f"internal error: {type(e).__name__}"))
+                self._fail_row(slot, job, e)
+            self._admitting = None
+            self.heartbeat = time.monotonic()
 
     def _prefill(self, slot: int, job: Job) -> None:
         job.worker = self.index
@@ -111,23 +173,29 @@ class Worker:
         for i, row in enumerate(self.rows[:last]):
             if row is None:
                 self.slots.row_pos[i] = 0  # an empty row took part in the step; it holds nothing
-            else:
+                continue
+            try:
                 self._emit(i, row, logits[i : i + 1])
+            except Exception as e:  # this row's sampling or text failed: end it alone
+                log.exception("worker %d failed one request", self.index)
+                self._fail_row(i, row.job, e)
 
     def _emit(self, slot: int, row: _Row, logits: torch.Tensor) -> None:
-        """Choose this row's next token, send it, and free the row when the job is over."""
+        """Choose this row's next token, send its text, and free the row when the job is over."""
         job = row.job
         if job.cancelled:
             return self._finish(slot, "cancelled")
         sampled = int(sample_next(logits, row.generator, job.temperature, job.top_k, job.top_p)[0])
-        token, forced = row.sequence.next_token(sampled)
+        token, _ = row.sequence.next_token(sampled)
         row.sequence.feed(token)
         if row.sequence.done:
             return self._finish(slot, "stop")
-        job.send(Token(token, forced))
         row.generated += 1
         self.tokens_served += 1
         row.next_input = token
+        job.send(row.reply.add(token))
+        if row.reply.stopped:  # an OpenAI stop string: the reply ends here
+            return self._finish(slot, "stop")
         if row.generated >= job.max_tokens or int(self.slots.row_pos[slot]) >= self.context_len:
             self._finish(slot, "length")
 
@@ -139,9 +207,46 @@ class Worker:
     def _finish(self, slot: int, reason: str) -> None:
         row = self._release(slot)
         self.requests_served += 1
+        if reason != "cancelled" and not row.reply.stopped:
+            tail = row.reply.close()
+            if tail.pieces or tail.text:
+                row.job.send(tail)
         row.job.send(Finished(reason, len(row.job.prompt), row.generated))
 
-    def _fail_all(self, message: str) -> None:
-        for slot, row in enumerate(self.rows):
-            if row is not None:
-                self._release(slot).job.send(Failed(message))
+    def _fail_row(self, slot: int, job: Job, error: Exception) -> None:
+        if self.rows[slot] is not None and self.rows[slot].job is job:
+            self._release(slot)
+        job.send(Failed(f"internal error: {type(error).__name__}"))
+
+    def _fail_all(self, failure: Failed) -> None:
+        jobs = [self._release(slot).job for slot, row in enumerate(self.rows) if row is not None]
+        if self._admitting is not None and self._admitting not in jobs:
+            jobs.append(self._admitting)
+        self._admitting = None
+        for job in jobs:
+            job.send(failure)
+
+
+def _check_cache_fits(model: GPT, rows: int, context: int) -> None:
+    """Refuse a batch cache larger than the memory free for it, before allocating it: a model whose meta
+    claims a huge context would otherwise send the machine into swap or the OOM killer."""
+    cfg = model.config
+    needed = 2 * cfg.n_layer * rows * cfg.n_kv_head * cfg.head_dim * context * model.dtype.itemsize
+    free = _free_memory(model.device)
+    if free is not None and needed > 0.9 * free:
+        raise NanochatError(
+            f"the KV cache for {rows} concurrent requests at the model's {context:,}-token context needs "
+            f"{needed / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB free on {model.device}; "
+            f"serve fewer at once with --max-batch (each takes {needed / rows / 2**30:,.2f} GiB)"
+        )
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device`, where the platform says."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..arguments import whole
 from ..tokenizer import load_tokenizer
 from . import distributed
 from .data import is_held_out, read_documents, text_rows
@@ -15,10 +16,10 @@ from .trainer import train
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--depth", type=int, required=True, help="layers; width, heads and LRs follow from it")
+    p.add_argument("--depth", type=whole(1), required=True, help="layers; width, heads and LRs follow from it")
     p.add_argument("--data", nargs="+", required=True, help="text files, .jsonl {'text'} files or directories")
     p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer.pkl (or its directory)")
-    p.add_argument("--seq-len", type=int, default=2048, help="context length (2048)")
+    p.add_argument("--seq-len", type=whole(1), default=2048, help="context length (2048)")
     add_loop_options(p, steps=None, batch_size=8, lr=LearningRates())
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..arguments import whole
 from ..errors import NanochatError
 from ..loader import load
 from ..sources import DEFAULT_MODEL_DIR
@@ -31,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout", type=Path, default=None, help="dir of {task}.jsonl problems and text/ for bpb")
     p.add_argument("--text", nargs="+", default=None, help="held-out text files for bpb (instead of --heldout)")
     p.add_argument("--words", default=None, help="word list to draw held-out letters problems from")
-    p.add_argument("--num", type=int, default=200, help="problems per task when generating them (200)")
-    p.add_argument("--seq-len", type=int, default=None, help="row length for bpb (default: the model's context)")
+    p.add_argument("--num", type=whole(1), default=200, help="problems per task when generating them (200)")
+    p.add_argument("--seq-len", type=whole(1), default=None, help="row length for bpb (default: the model's context)")
     p.add_argument("--out", type=Path, default=Path("eval.json"), help="JSON report (eval.json)")
     p.add_argument("--plot", type=Path, default=Path("eval.png"), help="PNG of the run's curves and scores")
     p.add_argument("--device", default="auto")
@@ -76,6 +77,8 @@ def _problems(task: str, args, heldout: Path | None) -> list[Problem]:
             raise NanochatError(f"{path} does not exist: the held-out dir has no {task} problems")
         return [Problem(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
     words = read_words(args.words) if args.words else None
+    if task == "letters" and not words:
+        raise NanochatError("the letters task needs --words FILE (e.g. /usr/share/dict/words) or --heldout DIR")
     return problems(task, args.num, words)
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..arguments import real, whole
 from ..chatbot import PieceDecoder
 from ..errors import NanochatError
 from ..loader import load
@@ -31,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", "-s", required=True, help="any checkpoint nanochat_py.load accepts")
     p.add_argument("--task", required=True, choices=("arithmetic", "letters", "mixed"), help="what to reward")
     p.add_argument("--words", default=None, help="word list for the letters task (one word per line)")
-    p.add_argument("--samples", type=int, default=8, help="answers sampled per problem (8)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1.0)")
-    p.add_argument("--max-tokens", type=int, default=64, help="longest sampled answer (64)")
+    p.add_argument("--samples", type=whole(1), default=8, help="answers sampled per problem (8)")
+    p.add_argument("--temperature", type=real(0, 2), default=1.0, help="sampling temperature (1.0)")
+    p.add_argument("--max-tokens", type=whole(1), default=64, help="longest sampled answer (64)")
     add_loop_options(p, steps=None, batch_size=4, lr=RL_RATES)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..arguments import whole
 from ..loader import load
 from . import distributed
 from .data import conversation_rows, is_held_out, read_conversations
@@ -23,7 +24,7 @@ SFT_RATES = LearningRates(matrix=0.004, embedding=0.06, unembedding=0.0008, scal
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", "-s", required=True, help="any checkpoint nanochat_py.load accepts")
     p.add_argument("--data", nargs="+", required=True, help='.jsonl conversations ({"messages": [...]} or a list)')
-    p.add_argument("--seq-len", type=int, default=None, help="row length (default: the model's context)")
+    p.add_argument("--seq-len", type=whole(1), default=None, help="row length (default: the model's context)")
     add_loop_options(p, steps=None, batch_size=8, lr=SFT_RATES)
 
 

@@ -14,14 +14,18 @@ import rustbpe
 import tiktoken
 import torch
 
+from ..arguments import whole
+from ..checkpoint import write_atomically
 from ..tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
+
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # every byte, then the special tokens
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, max_chars: int | None = None) -> Tokenizer:
     """BPE over `texts` (at most `max_chars` characters of them); `vocab_size` counts the special tokens too."""
     merges = vocab_size - len(SPECIAL_TOKENS)
-    if merges < 256:
-        raise ValueError(f"--vocab-size must be at least {256 + len(SPECIAL_TOKENS)} (256 bytes + special tokens)")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes + special tokens)")
     bpe = rustbpe.Tokenizer()
     bpe.train_from_iterator(_capped(texts, max_chars), merges, pattern=SPLIT_PATTERN)
     ranks = {bytes(k): v for k, v in bpe.get_mergeable_ranks()}
@@ -39,11 +43,11 @@ def token_bytes(tok: Tokenizer) -> torch.Tensor:
 
 
 def save_tokenizer(tok: Tokenizer, out_dir: str | Path) -> Path:
+    """tokenizer.pkl (a pickled tiktoken Encoding, as nanochat writes it) + token_bytes.pt, each written whole."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "tokenizer.pkl", "wb") as f:
-        pickle.dump(tok.encoding, f)
-    torch.save(token_bytes(tok), out / "token_bytes.pt")
+    write_atomically(out / "tokenizer.pkl", lambda tmp: tmp.write_bytes(pickle.dumps(tok.encoding)))
+    write_atomically(out / "token_bytes.pt", lambda tmp: torch.save(token_bytes(tok), tmp))
     return out / "tokenizer.pkl"
 
 
@@ -60,8 +64,9 @@ def _capped(texts: Iterable[str], max_chars: int | None) -> Iterator[str]:
 
 def add_arguments(p) -> None:
     p.add_argument("--input", nargs="+", required=True, help="text files, .jsonl {'text'} files or directories")
-    p.add_argument("--vocab-size", type=int, required=True, help="tokens in all, special tokens included")
-    p.add_argument("--max-chars", type=int, default=None, help="train on at most this many characters")
+    p.add_argument("--vocab-size", type=whole(MIN_VOCAB_SIZE, why=" (256 bytes + 9 special tokens)"), required=True,
+                   help=f"tokens in all, special tokens included (at least {MIN_VOCAB_SIZE})")  # fmt: skip
+    p.add_argument("--max-chars", type=whole(1), default=None, help="train on at most this many characters")
     p.add_argument("--out", required=True, type=Path, help="directory for tokenizer.pkl and token_bytes.pt")
 
 

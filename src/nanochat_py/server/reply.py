@@ -1,0 +1,34 @@
+"""A reply's text, built by the worker token by token so that the event loop only formats it.
+
+One object per row: tokens become Pieces (UTF-8-safe text, tool calls apart, for the native API) and readable
+text with the job's OpenAI stop strings applied (for the OpenAI API). Once a stop string appears the row is
+over: `stopped` tells the worker to end it at once.
+"""
+
+from __future__ import annotations
+
+from ..chatbot import PieceDecoder, ReadableText
+from ..tokenizer import Tokenizer
+from .job import Delta
+from .stops import StopMatcher
+
+
+class ReplyText:
+    def __init__(self, tokenizer: Tokenizer, stops: list[str]):
+        self.pieces = PieceDecoder(tokenizer)
+        self.readable = ReadableText()
+        self.stop = StopMatcher(stops)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop.stopped
+
+    def add(self, token: int) -> Delta:
+        pieces = self.pieces.add(token)
+        return Delta(pieces, "".join(self.stop.add(self.readable.add(p)) for p in pieces))
+
+    def close(self) -> Delta:
+        """What is left when the reply ends without a stop string: held-back bytes and text, a closing `]`."""
+        pieces = self.pieces.flush()
+        text = "".join(self.stop.add(self.readable.add(p)) for p in pieces)
+        return Delta(pieces, text + self.stop.add(self.readable.close()) + self.stop.flush(), token=False)
