@@ -69,6 +69,8 @@ def sse_events(lines) -> list:
         if line.startswith("data: "):
             data = line.removeprefix("data: ")
             events.append(data if data == "[DONE]" else json.loads(data))
+        else:
+            assert line == "", f"unexpected SSE line {line!r}"
     return events
 
 

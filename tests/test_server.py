@@ -26,6 +26,7 @@ import httpx
 import pytest
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
+from server_harness import sse_events
 
 import nanochat_py as nc
 from nanochat_py.chatbot import Piece, ReadableText
@@ -119,16 +120,6 @@ def bot():
 
 
 # --- reading the native SSE stream --------------------------------------------------------------------------
-def sse_events(lines) -> list:
-    """The JSON of every `data:` line of an SSE stream (`[DONE]` stays a str)."""
-    events = []
-    for line in lines:
-        if line.startswith("data: "):
-            data = line.removeprefix("data: ")
-            events.append(data if data == "[DONE]" else json.loads(data))
-        else:
-            assert line == "", f"unexpected SSE line {line!r}"
-    return events
 
 
 def native_text(events: list[dict]) -> str:
