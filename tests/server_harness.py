@@ -42,7 +42,7 @@ def make_pool(**options) -> WorkerPool:
 def live_server(pool: WorkerPool, **settings) -> Iterator[str]:
     """Serve `pool` (started here, in the background) on a free loopback port; yield the base URL."""
     pool.start(background=True)
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP: asyncio then sets NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(pool, Settings(**settings)), log_level="warning"))

@@ -55,7 +55,10 @@ def test_transformers_twin_shares_the_tensors_and_computes_the_same_logits():
     assert hf.lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
     ids = torch.randint(0, 65536, (2, 20))
     with torch.inference_mode():
-        torch.testing.assert_close(hf(ids).logits, model(ids), atol=2e-4, rtol=1e-4)
+        # fp32 both, but not the same kernels: on some machines and at some moments (the same machine, minutes
+        # apart) the CPU's matrix libraries take other paths and the two differ by up to 3e-4; a wrong model
+        # would be off by whole units
+        torch.testing.assert_close(hf(ids).logits, model(ids), atol=1e-3, rtol=1e-4)
     assert bench.transformers_twin(random_model("G5")) is None  # transformers implements G0 only
 
 

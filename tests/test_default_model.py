@@ -9,8 +9,8 @@ import sys
 import pytest
 
 import nanochat_py
+from nanochat_py.evals.heldout import accuracy
 from nanochat_py.sources import DEFAULT_MODEL_DIR
-from nanochat_py.train.evaluate import accuracy
 from nanochat_py.train.tasks import Problem
 
 

@@ -57,9 +57,9 @@ def patch_sampler(monkeypatch, before_call) -> None:
     """Run `before_call(temperature, top_k, top_p)` before the worker samples a row's next token."""
     real = worker_module.sample_next
 
-    def sample(logits, generator, temperature, top_k, top_p):
+    def sample(logits, generator, temperature, top_k, top_p, *more):
         before_call(temperature, top_k, top_p)
-        return real(logits, generator, temperature, top_k, top_p)
+        return real(logits, generator, temperature, top_k, top_p, *more)
 
     monkeypatch.setattr(worker_module, "sample_next", sample)
 

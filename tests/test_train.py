@@ -15,9 +15,12 @@ import torch
 
 from conftest import PARITY
 from nanochat_py import load, load_tokenizer
+from nanochat_py.checkpoint import read_tensors
 from nanochat_py.cli import main
 from nanochat_py.train import tasks
 from nanochat_py.train.data import conversation_rows, read_conversations, text_rows
+from nanochat_py.train.precision import native_bf16
+from nanochat_py.train.precision import resolve as resolve_precision
 from nanochat_py.train.tokenizer_training import save_tokenizer, token_bytes, train_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,3 +285,47 @@ def test_save_tokenizer_round_trip(tmp_path):
     tok = train_tokenizer(["the cat sat on the mat " * 20], 300)
     path = save_tokenizer(tok, tmp_path)
     assert load_tokenizer(path).encode("the cat") == tok.encode("the cat")
+
+
+def _losses(directory: Path) -> list[float]:
+    return [h["loss"] for h in _meta(directory)["history"] if "loss" in h]
+
+
+def test_bf16_training_follows_fp32(pipeline, tmp_path):
+    args = ["train", "base", "--depth", "2", "--seq-len", "64", "--data", str(pipeline["text"]), "--tokenizer",
+            str(pipeline["tok"]), "--batch-size", "8", "--steps", "30", "--device", "cpu"]  # fmt: skip
+    for precision in ("fp32", "bf16"):
+        assert main([*args, "--precision", precision, "--out", str(tmp_path / precision)]) == 0
+        assert _meta(tmp_path / precision)["train"]["precision"] == precision
+    fp32, bf16 = _losses(tmp_path / "fp32"), _losses(tmp_path / "bf16")
+    assert fp32 != bf16, "bf16 autocast really ran"
+    assert fp32[0] == pytest.approx(bf16[0], rel=0.01)  # the same model on the same first batch
+    # the same data, init and schedule: the curves stay together (bf16 rounds the products, not the weights)
+    assert sum(bf16[-5:]) / 5 == pytest.approx(sum(fp32[-5:]) / 5, rel=0.03)
+    for name, tensor in read_tensors(next((tmp_path / "bf16").glob("model_*.pt"))).items():
+        assert tensor.dtype == torch.float32, f"{name}: master weights stay fp32"
+
+
+def test_compiled_training_matches_eager(pipeline, tmp_path):
+    args = ["train", "base", "--depth", "1", "--seq-len", "32", "--data", str(pipeline["text"]), "--tokenizer",
+            str(pipeline["tok"]), "--batch-size", "4", "--steps", "2", "--precision", "fp32",
+            "--device", "cpu"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "eager")]) == 0
+    assert main([*args, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+    eager, compiled = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
+    # the same forward pass, then the same update up to the order of float sums; training at these learning
+    # rates amplifies such differences step by step (0.5% by step 3, as between any two summation orders)
+    assert compiled[0] == pytest.approx(eager[0], rel=1e-5)
+    assert compiled[1] == pytest.approx(eager[1], rel=1e-3)
+    assert _meta(tmp_path / "compiled")["train"]["compile"] is True
+
+
+def test_auto_precision_is_bf16_only_where_the_device_does_bf16_natively(capsys):
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("fp8", cpu)
+    rl = ["train", "rl", "--source", "x", "--task", "arithmetic", "--steps", "1", "--out", "y"]
+    assert main([*rl, "--compile"]) == 2
+    assert "--compile is for train base and sft" in capsys.readouterr().err

@@ -78,7 +78,8 @@ class Chatbot:
 
     # --- tokens -------------------------------------------------------------------------------------------
     def generate(self, prompt_ids: list[int], max_tokens: int = 256, **sampling) -> list[int]:
-        """New tokens only, without the stop token; sampling: temperature, top_k, top_p, seed, use_tools."""
+        """New tokens only, without the stop token. sampling: temperature, top_k, top_p, min_p, repetition_penalty,
+        presence_penalty, frequency_penalty (see sampling.py), seed, use_tools."""
         return self.sample(prompt_ids, 1, max_tokens, **sampling)[0]
 
     def sample(self, prompt_ids: list[int], num_samples: int, max_tokens: int = 256, **sampling) -> list[list[int]]:

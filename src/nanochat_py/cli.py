@@ -34,6 +34,30 @@ def main(argv: list[str] | None = None) -> int:
                        help="sample from the k most likely tokens, 0-200; 0 = off (50)")  # fmt: skip
     model.add_argument("--top-p", type=real(0, 1, low_open=True), default=1.0,
                        help="nucleus sampling mass in (0, 1] (default 1 = off)")  # fmt: skip
+    model.add_argument(
+        "--min-p",
+        type=real(0, 1),
+        default=0.0,
+        help="drop tokens less likely than min-p times the most likely one, 0-1 (default 0 = off)",
+    )
+    model.add_argument(
+        "--repetition-penalty",
+        type=real(0, 2, low_open=True),
+        default=1.0,
+        help="divide the logits of tokens already in the text (CTRL), in (0, 2] (default 1 = off)",
+    )
+    model.add_argument(
+        "--presence-penalty",
+        type=real(-2, 2),
+        default=0.0,
+        help="subtract from tokens already in the reply (OpenAI), -2 to 2 (default 0 = off)",
+    )
+    model.add_argument(
+        "--frequency-penalty",
+        type=real(-2, 2),
+        default=0.0,
+        help="subtract this times each token's count in the reply (OpenAI), -2 to 2 (default 0)",
+    )
     model.add_argument("--max-tokens", "-m", type=whole(1), default=512, help="longest reply in tokens (default 512)")
     model.add_argument("--seed", type=whole(0, MAX_SEED), default=None, help="make sampling repeatable (0 or more)")
 
@@ -104,7 +128,9 @@ TRAIN_STAGES = {
 def _stage_module(name: str):
     import importlib
 
-    module = {"tokenizer": "tokenizer_training", "data": "make_data", "eval": "report"}.get(name, name)
+    if name == "eval":
+        return importlib.import_module(".evals.command", __package__)
+    module = {"tokenizer": "tokenizer_training", "data": "make_data"}.get(name, name)
     return importlib.import_module(f".train.{module}", __package__)
 
 
@@ -113,7 +139,9 @@ def _add_training_commands(commands) -> None:
     stages = train.add_subparsers(dest="stage", required=True)
     for name, summary in TRAIN_STAGES.items():
         _stage_module(name).add_arguments(stages.add_parser(name, help=summary, description=summary))
-    evaluate = commands.add_parser("eval", help="bits-per-byte and task accuracy; JSON report + PNG plot")
+    evaluate = commands.add_parser(
+        "eval", help="CORE, ChatCORE, bits per byte, held-out tasks; report card, model card, JSON, PNG"
+    )
     _stage_module("eval").add_arguments(evaluate)
     bench = commands.add_parser("bench", help="prefill/decode speed and bandwidth use, beside transformers")
     bench.add_argument("--source", "-s", default=None, help="a checkpoint to time (default: a random --shape)")
@@ -143,11 +171,8 @@ def _run_training_command(args) -> int:
     if args.command == "export":
         return _export(args)
     if args.command == "eval":
-        report = _stage_module("eval").run(args)
-        for task, result in report["results"].items():
-            score = f"bpb {result['bpb']:.4f}" if task == "bpb" else f"{result['accuracy']:.1%} of {result['n']}"
-            print(f"{task}: {score}")
-        print(f"wrote {args.out}" + (f" and {report['plot']}" if report.get("plot") else ""))
+        evals = _stage_module("eval")
+        print("\n".join(evals.summary(evals.run(args))))
         return 0
     _stage_module(args.stage).run(args)
     return 0
@@ -214,7 +239,7 @@ def _serve(parser: argparse.ArgumentParser, args) -> int:
         if path and not Path(path).is_file():
             parser.error(f"{path} is not a file")
     settings = Settings(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_tokens=args.max_tokens,
+        **_sampling(args), max_tokens=args.max_tokens,
         seed=args.seed, api_key=args.api_key, cors_origins=tuple(o for o in args.cors_origins.split(",") if o),
         ui_path=Path(args.ui_path) if args.ui_path else None,
         logo_path=Path(args.logo_path) if args.logo_path else None,
@@ -236,7 +261,7 @@ def _chat(args) -> int:
         raise NanochatError("stdout is closed: there is nowhere to write the answer")
     prompt = _prompt(args.prompt)
     bot = load(args.source, device=args.device, dtype=args.dtype, step=args.step, phase=args.phase)
-    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    sampling = dict(**_sampling(args), seed=args.seed)
     history = [{"role": "system", "content": args.system}] if args.system else []
     if prompt is not None:  # one answer, nothing else on stdout
         messages = [*history, {"role": "user", "content": prompt}]
@@ -246,6 +271,12 @@ def _chat(args) -> int:
         sys.stdout.write("\n")
         return 0
     return _interactive(bot, history, args.max_tokens, sampling)
+
+
+def _sampling(args) -> dict:
+    """The sampling flags chat and serve share, as the keywords the Python API and the server settings take."""
+    names = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
+    return {name: getattr(args, name) for name in names}
 
 
 def _prompt(flag: str | None) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import GPT
-from .sampling import sample_next
+from .sampling import Penalties, TokenHistory, sample_next
 from .tokenizer import Tokenizer
 from .tools import calculate
 
@@ -34,8 +34,9 @@ class Sequence:
     `feed(token)` moves the state machine on.
     """
 
-    def __init__(self, tokenizer: Tokenizer, use_tools: bool = True):
+    def __init__(self, tokenizer: Tokenizer, use_tools: bool = True, calculator=calculate):
         tok = self.tokenizer = tokenizer
+        self.calculator = calculator  # expression -> answer text, or None for no answer
         specials = tok.encoding._special_tokens
         self.stop_ids = {tok.bos_token_id, *[specials[s] for s in ("<|assistant_end|>",) if s in specials]}
         self.python_start, self.python_end = specials.get("<|python_start|>"), specials.get("<|python_end|>")
@@ -62,7 +63,7 @@ class Sequence:
         elif token == self.python_end and self.in_python:
             self.in_python = False
             if self.use_tools and self.python_tokens:
-                result = calculate(self.tokenizer.decode(self.python_tokens))
+                result = self.calculator(self.tokenizer.decode(self.python_tokens))
                 if result is not None:
                     self.forced.extend([self.output_start, *self.tokenizer.encode(result), self.output_end])
         elif self.in_python:
@@ -90,12 +91,19 @@ class Engine:
         top_p: float = 1.0,
         seed: int | None = None,
         use_tools: bool = True,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
     ) -> Iterator[Step]:
-        """Yield one Step per generated position until every row stops, max_tokens, or the context is full."""
+        """Yield one Step per generated position until every row stops, max_tokens, or the context is full.
+
+        Sampling: see sampling.py (the penalties count the tokens each row has fed, tool output included)."""
         if not prompt:
             raise ValueError("the prompt is empty: it needs at least one token (e.g. <|bos|>)")
         if len(prompt) >= self.context_len:
             raise ValueError(f"the prompt has {len(prompt)} tokens; the model's context is {self.context_len}")
+        penalties = Penalties(repetition_penalty, presence_penalty, frequency_penalty)
         model = self.model
         generator = torch.Generator(device=model.device)
         generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
@@ -107,14 +115,19 @@ class Engine:
             cache = cache.expand(num_samples, capacity)
             logits = logits.expand(num_samples, -1)
         rows = [Sequence(self.tokenizer, use_tools) for _ in range(num_samples)]
+        history = TokenHistory(prompt, num_samples, logits.size(-1), model.device) if penalties.active else None
         for _ in range(max_tokens):
-            sampled = sample_next(logits, generator, temperature, top_k, top_p).tolist()
+            if history is not None:
+                logits = history.penalize(logits, penalties)
+            sampled = sample_next(logits, generator, temperature, top_k, top_p, min_p).tolist()
             tokens, forced = [], []
             for row, token in zip(rows, sampled, strict=True):
                 token, is_forced = row.next_token(token)
                 tokens.append(token)
                 forced.append(is_forced)
                 row.feed(token)
+            if history is not None:
+                history.add(tokens)
             yield Step(tokens, forced, [r.done for r in rows])
             if all(r.done for r in rows) or cache.pos >= cache.capacity:
                 return

@@ -1,12 +1,21 @@
-"""Choosing the next token from logits: greedy, temperature, top-k, top-p.
+"""Choosing the next token from logits: penalties, then greedy / temperature / top-k / top-p / min-p.
 
-With top_p = 1 the random draws are the reference's exactly (top-k: softmax over the k best, one
-multinomial draw), so the same seed gives nanochat's own samples. Every accepted value is defined: a
-temperature too small to divide by (the scaled logits overflow) is greedy, and top-p always keeps the
-most likely token however small top_p is.
+With top_p = 1, min_p = 0 and no penalties the random draws are the reference's exactly (top-k: softmax over
+the k best, one multinomial draw), so the same seed gives nanochat's own samples. Every accepted value is
+defined: a temperature too small to divide by (the scaled logits overflow) is greedy, top-p and min-p always
+keep the most likely token however small or large they are, and a penalised logit that overflows float32
+saturates at its largest value instead of becoming inf.
+
+The penalties, with the definitions people know them by:
+- repetition_penalty r (CTRL, as transformers applies it): a token already in the prompt or the reply has its
+  logit divided by r if positive, multiplied by r if negative (r > 1 discourages repeats, r < 1 favours them);
+- presence_penalty a and frequency_penalty f (OpenAI's): a token that appeared c times in the reply so far has
+  c * f + (c > 0) * a taken off its logit (positive values discourage repeats, negative ones favour them).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +27,15 @@ def sample_next(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    min_p: float = 0.0,
 ) -> torch.Tensor:
     """logits [B, V] -> token ids [B]."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not 0 <= min_p <= 1:
+        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
     if temperature == 0:
         return logits.argmax(dim=-1)
     if top_k and top_k > 0:
@@ -39,6 +51,9 @@ def sample_next(
         drop = probs.cumsum(dim=-1) - probs >= top_p
         drop[:, 0] = False
         probs = probs.masked_fill(drop, 0.0)
+    if min_p > 0:
+        # keep tokens at least min_p times as likely as the most likely one (which always passes: p >= min_p * p)
+        probs = probs.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), 0.0)
     choice = torch.multinomial(probs, 1, generator=generator)
     return choice[:, 0] if indices is None else indices.gather(1, choice)[:, 0]
 
@@ -54,3 +69,55 @@ def _scaled(values: torch.Tensor, temperature: float) -> torch.Tensor:
     best = values.argmax(dim=-1, keepdim=True)
     greedy = torch.full_like(values, float("-inf")).scatter(-1, best, 0.0)
     return torch.where(broken, greedy, scaled)
+
+
+@dataclass(frozen=True)
+class Penalties:
+    """How much to discourage (or, below the neutral value, favour) tokens that already appeared."""
+
+    repetition: float = 1.0  # > 0; 1 = off
+    presence: float = 0.0  # 0 = off
+    frequency: float = 0.0  # 0 = off
+
+    def __post_init__(self):
+        if not self.repetition > 0:  # also refuses NaN
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition}")
+        for name, value in (("presence_penalty", self.presence), ("frequency_penalty", self.frequency)):
+            if not abs(value) < float("inf"):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+
+    @property
+    def active(self) -> bool:
+        return self.repetition != 1 or self.presence != 0 or self.frequency != 0
+
+
+class TokenHistory:
+    """What the penalties look at, for each of B rows: which tokens the prompt and the reply hold, and how often
+    each token appeared in the reply (OpenAI's penalties count the reply only; the repetition penalty, as in
+    transformers, the whole text)."""
+
+    def __init__(self, prompt: list[int], rows: int, vocab_size: int, device: torch.device | str = "cpu"):
+        self.seen = torch.zeros(rows, vocab_size, dtype=torch.bool, device=device)
+        self.seen[:, torch.tensor(prompt, dtype=torch.long, device=device)] = True
+        self.counts = torch.zeros(rows, vocab_size, dtype=torch.float32, device=device)
+
+    def add(self, tokens: list[int]) -> None:
+        """One new token per row."""
+        rows = torch.arange(len(tokens), device=self.seen.device)
+        ids = torch.tensor(tokens, dtype=torch.long, device=self.seen.device)
+        self.seen[rows, ids] = True
+        self.counts[rows, ids] += 1
+
+    def penalize(self, logits: torch.Tensor, penalties: Penalties) -> torch.Tensor:
+        """logits [B, V] (float32) with the penalties applied: a new tensor, the input is left as it is."""
+        if not penalties.active:
+            return logits
+        # in float64, where no finite float32 logit over any positive float penalty overflows to NaN (as
+        # -inf * 0 would if the penalty rounded to 0 in float32); the result saturates at float32's largest
+        z = logits.double()
+        r = penalties.repetition
+        if r != 1:
+            z = torch.where(self.seen, torch.where(z > 0, z / r, z * r), z)
+        if penalties.frequency or penalties.presence:
+            z = z - self.counts * penalties.frequency - (self.counts > 0) * penalties.presence
+        return z.clamp(max=torch.finfo(torch.float32).max).to(logits.dtype)

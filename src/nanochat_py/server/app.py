@@ -1,5 +1,5 @@
-"""The FastAPI app: the routers (status_routes, native_api, openai_api), the middleware in front of them, and
-error handlers that make every error a JSON body.
+"""The FastAPI app: the routers (status_routes, native_api, openai_api, completions_api, tokenizer_api), the
+middleware in front of them, and error handlers that make every error a JSON body.
 
 Nothing here runs the model: requests become Jobs for the worker pool, and their events become SSE streams
 or JSON. Prompts and replies are never logged unless the server was started with --log-messages.
@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .completions_api import completions_router
 from .context import Context, Settings
 from .errors import ApiError, error_response, validation_error
 from .metrics import Metrics
@@ -20,6 +21,7 @@ from .openai_api import openai_router
 from .openapi import install as install_openapi
 from .pool import WorkerPool
 from .status_routes import status_router
+from .tokenizer_api import tokenizer_router
 
 __all__ = ["Settings", "create_app"]  # Settings lives in context.py; callers import it from here
 
@@ -29,7 +31,8 @@ def create_app(pool: WorkerPool, settings: Settings) -> FastAPI:
     metrics = Metrics(pool)
     ctx = Context(pool, settings, metrics)
     app.state.pool, app.state.settings, app.state.metrics = pool, settings, metrics
-    for router in (status_router(ctx), native_router(ctx), openai_router(ctx)):
+    for router in (status_router(ctx), native_router(ctx), openai_router(ctx), completions_router(ctx),
+                   tokenizer_router(ctx)):  # fmt: skip
         app.include_router(router)
 
     # the last added runs first: count, check Host, then CORS, then read the body

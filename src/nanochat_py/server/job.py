@@ -2,8 +2,9 @@
 
 Workers run in threads; the HTTP handler waits on an asyncio queue. Events cross over with
 `loop.call_soon_threadsafe`, so the worker never blocks on a slow client. The worker also turns tokens into
-text (see reply.py), so handlers only format events. The queue holds at most max_tokens + 2 events (one per
-token, a last piece of text, then the end), so it is bounded by the request itself.
+text (see reply.py), so handlers only format events. The queue holds at most max_tokens + 3 events (the
+prompt's logprobs if asked, one per token, a last piece of text, then the end), so it is bounded by the
+request itself.
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ import time
 from dataclasses import dataclass, field
 
 from ..chatbot import Piece
+from ..sampling import Penalties
+
+
+@dataclass
+class TokenLogprob:
+    """A token's log-probability under the model (its raw distribution, float32) and the `top` most likely
+    tokens at its position, best first: [(token id, logprob), ...]."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
 
 
 @dataclass
@@ -23,6 +35,15 @@ class Delta:
     pieces: list[Piece]
     text: str
     token: bool = True
+    logprob: TokenLogprob | None = None  # the token's, when the job asks for logprobs
+
+
+@dataclass
+class PromptLogprobs:
+    """Sent once, before any Delta, by a job that asks for its prompt's logprobs: one entry per prompt token (the
+    first has no context, so None)."""
+
+    entries: list[TokenLogprob | None]
 
 
 @dataclass
@@ -48,13 +69,18 @@ class Job:
     seed: int | None
     loop: asyncio.AbstractEventLoop
     stops: list[str] = field(default_factory=list)  # OpenAI stop strings: the worker ends the reply at one
+    min_p: float = 0.0
+    penalties: Penalties = field(default_factory=Penalties)
+    logprobs: int | None = None  # send each token's logprob and this many top alternatives
+    prompt_logprobs: int | None = None  # the same for the prompt's tokens (a PromptLogprobs event)
+    raw: bool = False  # a plain completion: no calculator, the text decoded as it is (special tokens by name)
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False  # set by the HTTP side when the client goes away; the worker frees the slot
     worker: int = -1
     created: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
 
-    def send(self, event: Delta | Finished | Failed) -> None:
+    def send(self, event: Delta | PromptLogprobs | Finished | Failed) -> None:
         """Called from a worker thread."""
         if isinstance(event, Delta) and self.first_token_at is None:
             self.first_token_at = time.monotonic()

@@ -1,6 +1,6 @@
-"""The OpenAI API: POST /v1/chat/completions (streaming or not, n choices, stop strings), GET /v1/models and
-GET /v1/models/{id}. The worker has already turned tokens into readable text and applied the stop strings;
-this only shapes it as OpenAI's objects."""
+"""The OpenAI API: POST /v1/chat/completions (streaming or not, n choices, stop strings, logprobs), GET /v1/models
+and GET /v1/models/{id}. The worker has already turned tokens into readable text and applied the stop strings;
+this only shapes it as OpenAI's objects. (Legacy completions: completions_api.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from .context import Context, log, pick
 from .errors import ApiError
-from .job import Delta, Failed, Finished, Job
+from .job import Delta, Failed, Finished, Job, TokenLogprob
+from .logprobs import chat_content
 from .openapi import errors, event_stream
 from .responses import ChatCompletion, Model, ModelList, OpenAIEvent
 from .schemas import OpenAIChatRequest
@@ -41,12 +42,14 @@ def openai_router(ctx: Context) -> APIRouter:
                             **errors(400, 413, 500, 503)})  # fmt: skip
     async def openai_chat(body: OpenAIChatRequest, request: Request):
         max_tokens = pick(body.max_completion_tokens or body.max_tokens, settings.max_tokens)
-        jobs = await ctx.start_jobs(body, body.n, max_tokens, pick(body.seed, settings.seed), body.stop)
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
+        jobs = await ctx.start_jobs(body, body.n, max_tokens, pick(body.seed, settings.seed), body.stop,
+                                    logprobs=logprobs)  # fmt: skip
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             stream = _stream(ctx, jobs, body, completion_id, created)
             return EventStream(stream, on_close=lambda: ctx.cancel(jobs))
-        watcher = asyncio.create_task(_cancel_on_disconnect(ctx, request, jobs))
+        watcher = asyncio.create_task(ctx.cancel_on_disconnect(request, jobs))
         try:
             results = await asyncio.gather(*(_collect(ctx, job) for job in jobs))
         finally:
@@ -55,9 +58,10 @@ def openai_router(ctx: Context) -> APIRouter:
         failed = [r for r in results if isinstance(r, Failed)]
         if failed:
             raise ApiError(failed[0].status, failed[0].message, "server_error")
-        usage = _usage(jobs, sum(end.completion_tokens for _, end in results))
+        usage = _usage(jobs, sum(end.completion_tokens for _, end, _ in results))
         choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": _reason(end),
-                    "logprobs": None} for i, (text, end) in enumerate(results)]  # fmt: skip
+                    "logprobs": _logprobs(ctx, entries) if body.logprobs else None}
+                   for i, (text, end, entries) in enumerate(results)]  # fmt: skip
         if settings.log_messages:
             log.info("reply: %s", results[0][0])
         return {"id": completion_id, "object": "chat.completion", "created": created, "model": settings.model_name,
@@ -66,25 +70,32 @@ def openai_router(ctx: Context) -> APIRouter:
     return router
 
 
-async def _collect(ctx: Context, job: Job) -> tuple[str, Finished] | Failed:
-    text = []
+async def _collect(ctx: Context, job: Job) -> tuple[str, Finished, list[TokenLogprob]] | Failed:
+    text, entries = [], []
     async for event in ctx.events(job):
         if isinstance(event, Delta):
             text.append(event.text)
+            if event.logprob is not None:
+                entries.append(event.logprob)
         elif isinstance(event, Failed):
             return event
-        else:
-            return "".join(text), event
+        elif isinstance(event, Finished):
+            return "".join(text), event, entries
+
+
+def _logprobs(ctx: Context, entries: list[TokenLogprob]) -> dict:
+    return {"content": chat_content(ctx.pool.bot.tokenizer, entries), "refusal": None}
 
 
 async def _stream(ctx: Context, jobs: list[Job], body: OpenAIChatRequest, completion_id: str, created: int):
     """chat.completion.chunk events of every choice as they come, then usage (if asked) and [DONE]. A choice
     that fails sends an error event and no finish_reason."""
 
-    def chunk(index: int, delta: dict, finish=None, usage=None) -> str:
+    def chunk(index: int, delta: dict, finish=None, usage=None, logprob: TokenLogprob | None = None) -> str:
+        logprobs = _logprobs(ctx, [logprob]) if logprob is not None else None
         data = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
                 "model": ctx.settings.model_name, "choices": [] if usage else
-                [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]}  # fmt: skip
+                [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]}  # fmt: skip
         if usage:
             data["usage"] = usage
         return sse(data)
@@ -95,12 +106,12 @@ async def _stream(ctx: Context, jobs: list[Job], body: OpenAIChatRequest, comple
         await merged.put(chunk(i, {"role": "assistant", "content": ""}))
         async for event in ctx.events(job):
             if isinstance(event, Delta):
-                if event.text:
-                    await merged.put(chunk(i, {"content": event.text}))
+                if event.text or event.logprob is not None:
+                    await merged.put(chunk(i, {"content": event.text}, logprob=event.logprob))
             elif isinstance(event, Failed):
                 await merged.put(sse({"error": {"message": event.message, "type": "server_error", "param": None}}))
                 await merged.put(0)
-            else:
+            elif isinstance(event, Finished):
                 await merged.put(chunk(i, {}, _reason(event)))
                 await merged.put(event.completion_tokens)
 
@@ -119,14 +130,6 @@ async def _stream(ctx: Context, jobs: list[Job], body: OpenAIChatRequest, comple
     finally:
         for t in tasks:
             t.cancel()
-
-
-async def _cancel_on_disconnect(ctx: Context, request: Request, jobs: list[Job]) -> None:
-    """Non-streaming requests: stop generating as soon as the client has gone away (a decode step of a
-    small model takes well under a millisecond, so look often)."""
-    while not await request.is_disconnected():
-        await asyncio.sleep(0.01)
-    ctx.cancel(jobs)
 
 
 def _reason(end: Finished) -> str:

@@ -66,7 +66,7 @@ def install(app: FastAPI, api_key: bool, host_check: bool) -> None:
 
 
 def _is_api(path: str) -> bool:
-    return path == "/chat/completions" or path.startswith("/v1/")
+    return path in ("/chat/completions", "/tokenize", "/detokenize", "/tokenizer_info") or path.startswith("/v1/")
 
 
 def _error_response(code: int) -> dict:

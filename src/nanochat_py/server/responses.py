@@ -67,11 +67,28 @@ class ReplyMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str = Field(description="the token's text, or `bytes:\\xNN...` for part of a UTF-8 character")
+    logprob: float = Field(description="under the model's own distribution, before any sampling control")
+    bytes: list[int]
+
+
+class TokenLogprobs(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(description="the most likely tokens at this position, best first")
+
+
+class ChatLogprobs(BaseModel):
+    """One item per token of the reply (with `logprobs: true`), a stop string's tokens included."""
+
+    content: list[TokenLogprobs]
+    refusal: None
+
+
 class Choice(BaseModel):
     index: int
     message: ReplyMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None
+    logprobs: ChatLogprobs | None
 
 
 class Usage(BaseModel):
@@ -121,7 +138,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: ChunkDelta
     finish_reason: Literal["stop", "length"] | None
-    logprobs: None
+    logprobs: ChatLogprobs | None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -138,3 +155,60 @@ class OpenAIEvent(BaseModel):
     then has no finish_reason), then `[DONE]` (not JSON)."""
 
     event: ChatCompletionChunk | ErrorBody
+
+
+# --- legacy completions -------------------------------------------------------------------------------------
+class CompletionLogprobs(BaseModel):
+    """One entry per token: the echoed prompt's, then the completion's (a stop string's tokens included)."""
+
+    tokens: list[str] = Field(description="each token's text, or `bytes:\\xNN...` for part of a UTF-8 character")
+    token_logprobs: list[float | None] = Field(description="None for a first token, which has no context")
+    top_logprobs: list[dict[str, float] | None] = Field(
+        description="the `logprobs` most likely tokens at each position, and the chosen one"
+    )
+    text_offset: list[int] = Field(description="where each token's text starts in `text`")
+
+
+class CompletionChoice(BaseModel):
+    index: int = Field(description="prompt number times n, plus the sample number")
+    text: str
+    logprobs: CompletionLogprobs | None
+    finish_reason: Literal["stop", "length"] | None = Field(description="None until a streamed choice ends")
+
+
+class Completion(BaseModel):
+    """The non-streaming answer; with "stream": true, `text_completion` events with the pieces instead."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class CompletionEvent(BaseModel):
+    """One event of a streamed /v1/completions: pieces of each choice (their logprobs with them), an error for
+    a choice that failed (it then has no finish_reason), the usage if asked (no choices), then `[DONE]`."""
+
+    event: Completion | ErrorBody
+
+
+# --- tokenization (vLLM's routes, which lm-evaluation-harness looks for) ---------------------------------------
+class Tokens(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: None = None
+
+
+class Detokenized(BaseModel):
+    prompt: str
+
+
+class TokenizerInfo(BaseModel):
+    tokenizer_class: str
+    bos_token: str
+    eos_token: str = Field(description="<|bos|>: nanochat starts each document with it, so it ends the one before")
+    model_max_length: int
+    vocab_size: int

@@ -19,6 +19,11 @@ MAX_STOPS = 4
 MAX_STOP_CHARS = 256
 MAX_TOKENS = 4096
 MAX_N = 8
+MAX_TOP_LOGPROBS = 20  # chat's top_logprobs, as OpenAI's
+MAX_LOGPROBS = 5  # legacy completions' logprobs, as OpenAI's
+MAX_PROMPTS = 32  # prompts in one completions request
+MAX_CHOICES = 32  # prompts times n
+MAX_DETOKENIZE = 65536  # token ids in one /detokenize request
 
 
 def _valid_unicode(text: str) -> str:
@@ -81,16 +86,33 @@ class Message(BaseModel):
         return {"role": self.role, "content": content}
 
 
-class _Sampling(BaseModel):
+class _Controls(BaseModel):
+    """The sampling controls every generating route takes (defaults: the server's flags)."""
+
     model_config = STRICT
-    messages: list[Message] = Field(
-        min_length=1, max_length=MAX_MESSAGES, description=f"at most {MAX_TOTAL_CHARS} characters in all"
-    )
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy")
     top_k: int | None = Field(None, ge=0, le=200, description="0 = off")
     top_p: float | None = Field(None, gt=0, le=1)
+    min_p: float | None = Field(None, ge=0, le=1, description="drop tokens below min_p times the top one's probability")
+    repetition_penalty: float | None = Field(
+        None,
+        gt=0,
+        le=2,
+        description="CTRL's: a token already in the text has its logit divided by this if "
+        "positive, multiplied by it if negative; 1 = off",
+    )
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI's: off the logit of a token "
+                                           "already in the reply")  # fmt: skip
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI's: off the logit of a token, "
+                                            "times how often it is in the reply")  # fmt: skip
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     seed: int | None = Field(None, ge=0, description="the same seed, the same reply (any size; taken modulo 2^63)")
+
+
+class _Sampling(_Controls):
+    messages: list[Message] = Field(
+        min_length=1, max_length=MAX_MESSAGES, description=f"at most {MAX_TOTAL_CHARS} characters in all"
+    )
 
     @model_validator(mode="after")
     def _total_size(self):
@@ -123,8 +145,86 @@ class OpenAIChatRequest(_Sampling):
         None, description=f"up to {MAX_STOPS} strings of 1 to {MAX_STOP_CHARS} characters", validate_default=True
     )
     n: int = Field(1, ge=1, le=MAX_N)
+    logprobs: bool = Field(False, description="each reply token's log-probability under the model")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description="and that many most likely "
+                                     "tokens at each position (needs logprobs: true)")  # fmt: skip
 
     @field_validator("stop")
     @classmethod
     def _stops(cls, stop) -> list[str]:
-        return [stop] if isinstance(stop, str) else (stop or [])
+        return _stop_list(stop)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+
+def _stop_list(stop) -> list[str]:
+    return [stop] if isinstance(stop, str) else (stop or [])
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+class CompletionRequest(_Controls):
+    """POST /v1/completions: OpenAI's legacy completions (top_k, min_p, repetition_penalty are extensions)."""
+
+    model: Text | None = None
+    prompt: (
+        text(0, MAX_TOTAL_CHARS)
+        | Annotated[list[text(0, MAX_TOTAL_CHARS)], Field(min_length=1, max_length=MAX_PROMPTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
+    ) = Field(
+        description=f"a string (encoded after <|bos|>, special tokens by name), up to {MAX_PROMPTS} strings, "
+        f"token ids (taken as they are), or up to {MAX_PROMPTS} lists of token ids; {MAX_TOTAL_CHARS} characters "
+        "at most per string, and each prompt within the model's context"
+    )
+    max_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS, description="0 only with echo: score the prompt")
+    echo: bool = Field(False, description="the prompt comes back before the completion (with its logprobs)")
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="each token's log-probability under the "
+                                 "model, and that many most likely tokens at each position")  # fmt: skip
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Stop | Annotated[list[Stop], Field(max_length=MAX_STOPS)] | None = Field(
+        None, description=f"up to {MAX_STOPS} strings of 1 to {MAX_STOP_CHARS} characters", validate_default=True
+    )
+    n: int = Field(1, ge=1, le=MAX_N, description=f"completions per prompt; prompts times n at most {MAX_CHOICES}")
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop) -> list[str]:
+        return _stop_list(stop)
+
+    def problem(self) -> tuple[str, str] | None:
+        """(parameter, message) for what the field types cannot say, else None."""
+        if self.max_tokens == 0 and not self.echo:
+            return "max_tokens", "max_tokens: 0 asks for no completion, which makes sense only with echo: true"
+        if len(self.prompts) * self.n > MAX_CHOICES:
+            return "n", f"n: {len(self.prompts)} prompts times n={self.n} is more than {MAX_CHOICES} choices"
+        return None
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt as a list: strings or lists of token ids."""
+        p = self.prompt
+        return [p] if isinstance(p, str) or isinstance(p[0], int) else list(p)
+
+
+class TokenizeRequest(BaseModel):
+    """POST /tokenize (vLLM's route): text -> the token ids /v1/completions would use for it."""
+
+    model_config = STRICT
+    model: Text | None = None
+    prompt: text(0, MAX_TOTAL_CHARS) = Field(description="special tokens are recognised by name")
+    add_special_tokens: bool = Field(True, description="start with <|bos|> (unless the text already does)")
+
+
+class DetokenizeRequest(BaseModel):
+    """POST /detokenize (vLLM's route): token ids -> their text, special tokens by name."""
+
+    model_config = STRICT
+    model: Text | None = None
+    tokens: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_DETOKENIZE)

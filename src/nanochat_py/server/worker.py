@@ -4,6 +4,9 @@ Continuous batching over a per-row KV cache: a new job is prefilled on its own a
 row; each step then feeds the next token of every active row through the model at once, so concurrent
 chats share the cost of reading the weights. Rows leave as soon as they finish or their client goes away.
 
+Each row samples with its own settings from its own slice of the batch's logits (penalties make a new tensor,
+never writing into the batch's), and logprobs come from those raw logits, before any sampling control.
+
 A failure that belongs to one row (sampling, its text, its prefill) ends that row only. Before taking any
 job the worker runs a warm-up step (a prefill and one decode step), so "ready" means the model has really
 run on this thread; the heartbeat shows the pool a worker that stopped making progress.
@@ -22,10 +25,11 @@ import torch
 from ..engine import Sequence
 from ..errors import NanochatError
 from ..model import GPT
-from ..sampling import sample_next
+from ..sampling import TokenHistory, sample_next
 from ..tokenizer import Tokenizer
-from .job import Failed, Finished, Job
+from .job import Failed, Finished, Job, PromptLogprobs
 from .job_queue import JobQueue
+from .logprobs import prompt_logprobs, token_logprob
 from .reply import ReplyText
 
 log = logging.getLogger("nanochat_py.server")
@@ -33,10 +37,11 @@ SHUTTING_DOWN = "the server is shutting down; retry on another instance or after
 
 
 class _Row:
-    def __init__(self, job: Job, tokenizer: Tokenizer, device: torch.device):
+    def __init__(self, job: Job, tokenizer: Tokenizer, device: torch.device, vocab_size: int):
         self.job = job
-        self.sequence = Sequence(tokenizer)
-        self.reply = ReplyText(tokenizer, job.stops)
+        self.sequence = Sequence(tokenizer, use_tools=not job.raw)
+        self.reply = ReplyText(tokenizer, job.stops, raw=job.raw)
+        self.history = TokenHistory(job.prompt, 1, vocab_size, device) if job.penalties.active else None
         self.generator = torch.Generator(device=device)
         seed = job.seed if job.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
         self.generator.manual_seed(seed)
@@ -155,10 +160,18 @@ class Worker:
 
     def _prefill(self, slot: int, job: Job) -> None:
         job.worker = self.index
-        row = _Row(job, self.tokenizer, self.model.device)
         cache = self.model.new_cache(1, len(job.prompt))
         ids = torch.tensor([job.prompt], dtype=torch.long, device=self.model.device)
-        logits = self.model(ids, cache=cache, last_only=True)[:, -1]
+        if job.prompt_logprobs is not None:  # every position's logits, to score the prompt itself
+            logits = self.model(ids, cache=cache)[0]
+            job.send(PromptLogprobs(prompt_logprobs(logits, job.prompt, job.prompt_logprobs)))
+            logits = logits[-1:]
+        elif job.max_tokens:
+            logits = self.model(ids, cache=cache, last_only=True)[:, -1]
+        if not job.max_tokens:  # the prompt alone was asked for (echo): it takes no row
+            self.requests_served += 1
+            return job.send(Finished("length", len(job.prompt), 0))
+        row = _Row(job, self.tokenizer, self.model.device, self.model.config.vocab_size)
         self.slots.load_row(slot, cache)
         self.rows[slot] = row
         self._emit(slot, row, logits)
@@ -185,15 +198,21 @@ class Worker:
         job = row.job
         if job.cancelled:
             return self._finish(slot, "cancelled")
-        sampled = int(sample_next(logits, row.generator, job.temperature, job.top_k, job.top_p)[0])
+        adjusted = row.history.penalize(logits, job.penalties) if row.history is not None else logits
+        sampled = int(sample_next(adjusted, row.generator, job.temperature, job.top_k, job.top_p, job.min_p)[0])
         token, _ = row.sequence.next_token(sampled)
         row.sequence.feed(token)
+        if row.history is not None:
+            row.history.add([token])
         if row.sequence.done:
             return self._finish(slot, "stop")
         row.generated += 1
         self.tokens_served += 1
         row.next_input = token
-        job.send(row.reply.add(token))
+        delta = row.reply.add(token)
+        if job.logprobs is not None:
+            delta.logprob = token_logprob(logits[0], token, job.logprobs)
+        job.send(delta)
         if row.reply.stopped:  # an OpenAI stop string: the reply ends here
             return self._finish(slot, "stop")
         if row.generated >= job.max_tokens or int(self.slots.row_pos[slot]) >= self.context_len:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..arguments import real, whole
 from .optimizers import LearningRates
+from .precision import PRECISIONS
 from .trainer import TrainSettings
 
 
@@ -31,6 +32,18 @@ def add_loop_options(p: argparse.ArgumentParser, steps: int | None, batch_size: 
     p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (torchrun: one GPU per process)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="bf16: matrix products in bf16 autocast, fp32 weights and optimizer state; auto: bf16 where "
+        "the device does bf16 natively (NVIDIA GPUs, CPUs with AVX512-BF16/AMX), else fp32 (auto)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the forward and loss with torch.compile (a minute or so up front; faster steps)",
+    )
 
 
 def settings_from(args: argparse.Namespace, stage: str) -> TrainSettings:
@@ -39,5 +52,5 @@ def settings_from(args: argparse.Namespace, stage: str) -> TrainSettings:
         out_dir=args.out, steps=args.steps, batch_size=args.batch_size, accum=args.accum, lr=lr,
         warmup=args.warmup, warmdown_ratio=args.warmdown_ratio, final_lr=args.final_lr,
         eval_every=args.eval_every, eval_rows=args.eval_rows, save_every=args.save_every,
-        seed=args.seed, resume=args.resume, stage=stage,
+        seed=args.seed, resume=args.resume, stage=stage, precision=args.precision, compile=args.compile,
     )  # fmt: skip

@@ -19,7 +19,7 @@ from ..arguments import real, whole
 from ..chatbot import PieceDecoder
 from ..errors import NanochatError
 from ..loader import load
-from . import distributed
+from . import distributed, precision
 from .optimizers import LearningRates, build_optimizers, lr_factor, set_lr_factor
 from .options import add_loop_options, settings_from
 from .tasks import Problem, arithmetic_problem, is_correct, letter_problem, read_words, split_words
@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> Path:
+    if args.compile:
+        raise NanochatError("--compile is for train base and sft: rl spends its time sampling, not in steps")
     procs = distributed.start(args.device)
     try:
         bot = load(args.source, device=procs.device, dtype="fp32")
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> Path:
         if args.task in ("letters", "mixed") and not words:
             raise NanochatError("--task letters and mixed need --words FILE (e.g. /usr/share/dict/words)")
         settings = settings_from(args, "rl")
+        settings.precision = precision.resolve(settings.precision, procs.device)
         model, tok = bot.model, bot.tokenizer
         optimizers = build_optimizers(model.requires_grad_(True), settings.lr)
         history, start = [], 0
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> Path:
             set_lr_factor(optimizers, lr_factor(step, settings.steps, settings.warmup, settings.warmdown_ratio))
             rng = random.Random(settings.seed * 1_000_003 + step * procs.world + procs.rank)
             problems = [_problem(rng, args.task, words) for _ in range(settings.batch_size)]
-            rewards, loss = _step_loss(bot, problems, args, seed=rng.randrange(2**31))
+            with precision.autocast(settings.precision, procs.device):  # the policy-gradient forward passes
+                rewards, loss = _step_loss(bot, problems, args, seed=rng.randrange(2**31))
             if loss is not None:
                 model.train()
                 loss.backward()

@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from ..checkpoint import read_meta, read_tensors, save_checkpoint
 from ..errors import NanochatError
+from ..evals.bpb import bits_per_byte
 from ..model import GPT
 from ..sources import resolve
 from ..tokenizer import Tokenizer
+from . import precision
 from .data import TokenRows
 from .distributed import Processes
-from .evaluate import bits_per_byte
 from .optimizers import LearningRates, build_optimizers, lr_factor, set_lr_factor
 from .tokenizer_training import save_tokenizer
 
@@ -46,6 +47,8 @@ class TrainSettings:
     seed: int = 0
     resume: bool = False
     stage: str = "base"
+    precision: str = "auto"  # fp32, bf16 (autocast, fp32 master weights), auto: bf16 where native (precision.py)
+    compile: bool = False  # torch.compile the forward pass and loss
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -56,9 +59,8 @@ class TrainSettings:
 def loss_of(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the targets that count (-1 = ignored)."""
     logits = model(inputs)
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="sum") / max(
-        1, int((targets >= 0).sum())
-    )
+    counted = (targets >= 0).sum().clamp(min=1)  # a tensor, not a Python int: no sync, no graph break
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="sum") / counted
 
 
 def train(
@@ -80,7 +82,8 @@ def train(
         start, history = restore_state(model, optimizers, s.out_dir)
     if start >= s.steps:
         raise NanochatError(f"{s.out_dir} already holds step {start}; pass a larger --steps to train further")
-    autocast = torch.autocast(procs.device.type, dtype=torch.bfloat16, enabled=procs.device.type == "cuda")
+    s.precision = precision.resolve(s.precision, procs.device)  # recorded in the checkpoint's meta as used
+    step_loss = torch.compile(loss_of) if s.compile else loss_of
     tokens_per_step = s.batch_size * train_rows.seq_len * s.accum * procs.world
     bar = tqdm(total=s.steps, initial=start, desc=s.stage, unit="step", disable=not procs.is_main, dynamic_ncols=True)
     for step in range(start, s.steps):
@@ -90,8 +93,8 @@ def train(
         for micro in range(s.accum):
             inputs, targets = train_rows.batch((step * s.accum + micro) * procs.world + procs.rank, s.batch_size)
             inputs, targets = inputs.to(procs.device), targets.to(procs.device)
-            with autocast:
-                loss = loss_of(model, inputs, targets) / s.accum
+            with precision.autocast(s.precision, procs.device):
+                loss = step_loss(model, inputs, targets) / s.accum
             loss.backward()
             total += loss.item()
         procs.average_gradients(model)  # one all-reduce per step, after all micro-batches
@@ -99,16 +102,17 @@ def train(
             opt.step()
         model.zero_grad(set_to_none=True)
         loss_value = procs.mean(total)
-        history.append({"step": step + 1, "loss": round(loss_value, 6)})
+        seconds = time.perf_counter() - began  # the step alone (held-out evaluation comes after)
+        history.append({"step": step + 1, "loss": round(loss_value, 6), "tok_s": round(tokens_per_step / seconds)})
         done = step + 1
         if val_rows is not None and (done == s.steps or (s.eval_every and done % s.eval_every == 0)):
-            with autocast:
+            with precision.autocast(s.precision, procs.device):
                 bpb = bits_per_byte(model, tok, val_rows, s.batch_size, s.eval_rows, procs)
             history.append({"step": done, "val_bpb": round(bpb, 6)})
             if procs.is_main:
                 bar.write(f"step {done}: held-out bits per byte {bpb:.4f}")
             model.train()
-        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_step / (time.perf_counter() - began):,.0f}")
+        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_step / seconds:,.0f}")
         bar.update(1)
         if done == s.steps or (s.save_every and done % s.save_every == 0):
             path = save_state(model, tok, optimizers, done, history, s, extra_meta, procs)
