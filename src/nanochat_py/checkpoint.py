@@ -17,13 +17,15 @@ from .config import GENERATIONS, ModelConfig, config_for, short_repr
 from .errors import CheckpointError, UnsafeFileError
 from .sources import CheckpointFiles
 
-# transformers' NanoChatForCausalLM (G0 only) -> nanochat names
-_TRANSFORMERS_NAMES = {
+# transformers' names -> nanochat's: NanoChatForCausalLM's (G0), which nanochat-py's own export of later
+# generations (hf_export/) uses too, keeping nanochat's names under `model.` for what those generations added
+TRANSFORMERS_NAMES = {
     "model.embed_tokens.weight": "transformer.wte.weight",
     "self_attn.q_proj": "attn.c_q",
     "self_attn.k_proj": "attn.c_k",
     "self_attn.v_proj": "attn.c_v",
     "self_attn.o_proj": "attn.c_proj",
+    "self_attn.ve_gate": "attn.ve_gate",
     "mlp.fc1": "mlp.c_fc",
     "mlp.fc2": "mlp.c_proj",
 }
@@ -88,10 +90,11 @@ def normalise_keys(state: dict[str, torch.Tensor], layout: str) -> dict[str, tor
     for key, tensor in state.items():
         key = key.removeprefix("_orig_mod.")
         if layout == "transformers":
-            key = _TRANSFORMERS_NAMES.get(key, key)
+            key = TRANSFORMERS_NAMES.get(key, key)
             key = key.replace("model.layers.", "transformer.h.")
-            for theirs, ours in _TRANSFORMERS_NAMES.items():
+            for theirs, ours in TRANSFORMERS_NAMES.items():
                 key = key.replace("." + theirs + ".", "." + ours + ".")
+            key = key.removeprefix("model.")  # model.resid_lambdas, model.value_embeds.3.weight, ...
         out[key] = tensor
     return out
 
@@ -169,8 +172,11 @@ def check_config_fits(config: ModelConfig, state: dict[str, torch.Tensor], where
 
 
 def _transformers_fields(config: dict) -> dict:
-    if config.get("model_type") not in (None, "nanochat"):
-        raise CheckpointError(f"config.json describes a {config.get('model_type')!r} model, not nanochat")
+    """ModelConfig fields from a config.json: transformers' own NanoChat (G0), or nanochat-py's export of any
+    generation (model_type nanochat_gpt, hf_export/configuration_nanochat_gpt.py)."""
+    model_type = config.get("model_type")
+    if model_type not in (None, "nanochat", "nanochat_gpt"):
+        raise CheckpointError(f"config.json describes a {model_type!r} model, not nanochat")
     rope = config.get("rope_parameters")
     rope = rope if isinstance(rope, dict) else {}
     fields = {
@@ -186,7 +192,28 @@ def _transformers_fields(config: dict) -> dict:
         "softcap": config.get("final_logit_softcapping"),
         "norm_eps": config.get("rms_norm_eps", 1e-6),
     }
+    if model_type == "nanochat_gpt":
+        fields |= _exported_generation_fields(config)
     return {k: v for k, v in fields.items() if v is not None or k == "softcap"}
+
+
+def _exported_generation_fields(config: dict) -> dict:
+    """The architecture switches nanochat-py's transformers export writes (None where absent: the defaults)."""
+    window = config.get("sliding_window")  # keys an 'S' layer sees including itself: nanochat's window + 1
+    return {
+        "generation": config.get("nanochat_generation"),
+        "norm_eps": config.get("rms_norm_eps"),  # null: the dtype's machine epsilon, nanochat's own norm
+        "qk_scale": config.get("qk_scale"),
+        "resid_lambdas": config.get("use_resid_lambdas"),
+        "window_pattern": config.get("window_pattern"),
+        "short_window": window - 1 if isinstance(window, int) and not isinstance(window, bool) else window,
+        "value_embeds": config.get("use_value_embeds"),
+        "ve_gate_scale": config.get("ve_gate_scale"),
+        "ve_gate_channels": config.get("ve_gate_channels"),
+        "smear": config.get("use_smear"),
+        "smear_channels": config.get("smear_channels"),
+        "backout": config.get("use_backout"),
+    }
 
 
 def check_state_dict(expected: dict[str, torch.Size], state: dict[str, torch.Tensor], where: str) -> None:

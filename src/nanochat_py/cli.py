@@ -153,10 +153,19 @@ def _add_training_commands(commands) -> None:
     bench.add_argument("--prompt", type=int, default=512, help="prefill length in tokens (512)")
     bench.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
-    export = commands.add_parser("export", help="re-save a checkpoint as safetensors (e.g. in bf16)")
+    export = commands.add_parser(
+        "export", help="re-save a checkpoint: nanochat's layout as safetensors, or a transformers directory"
+    )
     export.add_argument("--source", "-s", required=True, help="any checkpoint nanochat_py.load accepts")
     export.add_argument("--out", required=True, help="directory to write")
     export.add_argument("--dtype", default="bf16", type=_export_dtype, help="fp32 or bf16 (bf16)")
+    export.add_argument(
+        "--format",
+        choices=("native", "transformers"),
+        default="native",
+        help="native: nanochat's layout (model_*.safetensors + meta json + tokenizer.pkl); transformers: "
+        "config.json + model.safetensors + tokenizer.json for transformers, vLLM, SGLang, TGI, the Hub (native)",
+    )
 
 
 def _export_dtype(text: str) -> str:
@@ -213,12 +222,17 @@ def _export(args) -> int:
     from .sources import resolve
 
     bot = load(args.source, device="cpu", dtype="fp32")
+    dtype = pick_dtype(args.dtype, bot.device)
+    if args.format == "transformers":
+        from .hf_export import export_transformers
+
+        print(f"wrote {export_transformers(bot, args.out, dtype)}")
+        return 0
     files = resolve(args.source)
     meta = read_meta(files.meta) if files.layout == "native" else {}
     extra = {k: v for k, v in meta.items() if k not in ("step", "model_config")}
     step = meta.get("step", 0)
     step = step if isinstance(step, int) and step >= 0 else 0
-    dtype = pick_dtype(args.dtype, bot.device)
     path = save_checkpoint(bot.model, args.out, step, extra, fmt="safetensors", dtype=dtype, tokenizer=bot.tokenizer)
     print(f"wrote {path}")
     return 0
