@@ -191,6 +191,9 @@ def test_non_ascii_digits_are_refused(expr):
         '"Mississippi".count("ss")',
         ' "a b a" . count ( "a" ) ',
         "\"it's\".count('\"')",
+        "' Mississippi'.lower().count('m')",
+        '"STRAWBERRY" . lower ( ) . count("r")',
+        "'Mississippi'.count('m')",
     ],
 )
 def test_string_count_has_str_count_semantics(expr):
@@ -209,6 +212,9 @@ def test_strawberry_has_three_rs():
         '"abc".count("b", 1)',
         '"a".count(b)',
         '"a".upper()',
+        '"A".upper().count("A")',
+        '"a".lower()',
+        '"a".lower().lower().count("a")',
         '"a".count("a").real',
         '"a".count("a") * 2',
         'len("abc")',

@@ -319,3 +319,18 @@ def test_unreachable_hub_goes_straight_to_the_cache(tmp_path, monkeypatch):
     assert nc.load("hf:karpathy/nanochat-test", device="cpu").config.generation == "G5"
     with pytest.raises(nc.CheckpointError, match=r"could not be reached \(ConnectionError\)"):
         nc.load("hf:karpathy/not-cached")
+
+
+def test_loading_draws_no_random_weights_and_pulls_in_no_compiler():
+    """A loaded model's weights all come from the file: building it on the meta device must not draw random
+    ones first (torch's meta random ops import torch._dynamo, a third of a second of every cold start)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nanochat_py as nc; bot = nc.load(sys.argv[1], device='cpu'); "
+        "print(sorted(m for m in ('torch._dynamo', 'sympy', 'torch._inductor') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(G5 / "model")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -117,8 +117,9 @@ def test_sft_and_rl_checkpoints_load_and_chat(pipeline):
     assert isinstance(reply, str)
 
 
-def test_eval_writes_a_report_and_a_plot(pipeline, tmp_path):
-    out, png = tmp_path / "eval.json", tmp_path / "eval.png"
+def test_eval_writes_a_report_and_a_plot(pipeline, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out, png = tmp_path / "report" / "eval.json", tmp_path / "report" / "eval.png"
     code = main(["eval", "--source", str(pipeline["rl"]), "--heldout", str(pipeline["chat"] / "heldout"),
                  "--task", "arithmetic,letters,identity", "--out", str(out), "--plot", str(png),
                  "--device", "cpu"])  # fmt: skip
@@ -128,10 +129,12 @@ def test_eval_writes_a_report_and_a_plot(pipeline, tmp_path):
         assert report["results"][task]["n"] == 5
         assert 0.0 <= report["results"][task]["accuracy"] <= 1.0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png.unlink()
     code = main(["eval", "--source", str(pipeline["base"]), "--task", "bpb", "--text", str(pipeline["text"]),
-                 "--seq-len", "64", "--out", str(out), "--plot", str(png), "--device", "cpu"])  # fmt: skip
+                 "--seq-len", "64", "--out", str(out), "--device", "cpu"])  # fmt: skip
     assert code == 0
     assert 0.5 < json.loads(out.read_text())["results"]["bpb"]["bpb"] < 8.0
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == []  # a .json --out without --plot: no PNG anywhere
 
 
 def test_resume_continues_with_the_same_losses(pipeline, tmp_path):

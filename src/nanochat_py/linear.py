@@ -23,6 +23,12 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight)
 
+    def reset_parameters(self) -> None:
+        # built on the meta device, a model is about to receive its weights: drawing random ones there would
+        # only cost time (torch's meta random ops import torch._dynamo, about a third of a second)
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
 
 def _needs_grad(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)

@@ -140,13 +140,19 @@ class Block(nn.Module):
         return out.view(B, 1, -1)
 
 
+class Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:  # see Linear.reset_parameters
+            super().reset_parameters()
+
+
 class GPT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         vp, c, n_layer = config.padded_vocab_size, config.n_embd, config.n_layer
         self.transformer = nn.ModuleDict(
-            {"wte": nn.Embedding(vp, c), "h": nn.ModuleList(Block(config, i) for i in range(n_layer))}
+            {"wte": Embedding(vp, c), "h": nn.ModuleList(Block(config, i) for i in range(n_layer))}
         )
         self.lm_head = Linear(c, vp, bias=False)
         if config.resid_lambdas:
@@ -155,7 +161,7 @@ class GPT(nn.Module):
         if config.value_embeds:
             kv_dim = config.n_kv_head * config.head_dim
             layers = [i for i in range(n_layer) if config.has_value_embed(i)]
-            self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(vp, kv_dim) for i in layers})
+            self.value_embeds = nn.ModuleDict({str(i): Embedding(vp, kv_dim) for i in layers})
         if config.smear:
             self.smear_gate = Linear(config.smear_channels, 1, bias=False)
             self.smear_lambda = nn.Parameter(torch.zeros(1))

@@ -5,7 +5,7 @@ recursive-descent parser for the two forms nanochat's training data uses, with P
 bounded input, nesting and number size, so model output can never run code or take unbounded time.
 
   arithmetic:   digits, + - * / // ( ) . and spaces ("**" is refused, commas in numbers are dropped)
-  string count: "strawberry".count("r")   (single or double quotes)
+  string count: "strawberry".count("r"), "Strawberry".lower().count("r")   (single or double quotes)
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ MAX_DIGITS = 200  # an integer result longer than this is refused (keeps every o
 
 _STRING = r"""(?:"(?P<{0}2>[^"\\]*)"|'(?P<{0}1>[^'\\]*)')"""  # no escapes: they would need Python's parser
 _COUNT_CALL = re.compile(
-    r"\s*" + _STRING.format("text") + r"\s*\.\s*count\s*\(\s*" + _STRING.format("sub") + r"\s*\)\s*"
+    r"\s*"
+    + _STRING.format("text")
+    + r"\s*(?P<lower>\.\s*lower\s*\(\s*\)\s*)?\.\s*count\s*\(\s*"
+    + _STRING.format("sub")
+    + r"\s*\)\s*"
 )
 _TOKEN = re.compile(r" *(?:(?P<num>[0-9]+\.?[0-9]*|\.[0-9]+)|(?P<op>//|\*\*|[-+*/()]))")  # ASCII only, as Python
 
@@ -35,7 +39,7 @@ def calculate(expression: str) -> str | None:
     if count:
         text = count["text1"] if count["text1"] is not None else count["text2"]
         sub = count["sub1"] if count["sub1"] is not None else count["sub2"]
-        return str(text.count(sub))
+        return str((text.lower() if count["lower"] else text).count(sub))
     try:
         value = _Arithmetic(expression.replace(",", "")).parse()
     except (_Refused, ZeroDivisionError, OverflowError, RecursionError):

@@ -205,8 +205,10 @@ def write_outputs(result: dict, bot: Chatbot, args) -> None:
     if out.suffix == ".json":  # the single JSON report of earlier versions
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
-        result["plot"] = str(plot(stages, accuracies, result.get("bpb"), args.plot or Path("eval.png")))
-        result["written"] = [str(out), result["plot"]]
+        result["written"] = [str(out)]
+        if args.plot:  # never a PNG nobody asked for in the working directory
+            result["plot"] = str(plot(stages, accuracies, result.get("bpb"), args.plot))
+            result["written"].append(result["plot"])
         return
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..arguments import whole
 from ..errors import NanochatError
-from .tasks import conversations, problems, read_words
+from .tasks import TASKS, conversations, problems, read_words
 
 WORDS = "/usr/share/dict/words"  # Debian's wamerican
 
@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="directory for conversations.jsonl and heldout/")
     p.add_argument("--words", default=WORDS, help=f"word list for the letter tasks, one word per line ({WORDS})")
     p.add_argument("--conversations", type=whole(1), default=20000, help="training conversations (20000)")
-    p.add_argument("--heldout", type=whole(1), default=200, help="held-out problems per task (200)")
+    p.add_argument(
+        "--heldout", type=whole(1), default=200, help="held-out problems per task, asked in held-out phrasings (200)"
+    )
     p.add_argument("--seed", type=whole(0), default=0)
 
 
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     train_path = args.out / "conversations.jsonl"
     _write_jsonl(train_path, conversations(args.conversations, words, args.seed))
-    for task in ("arithmetic", "letters", "identity"):
+    for task in TASKS:
         held = problems(task, args.heldout, words, seed=args.seed + 1)
         _write_jsonl(args.out / "heldout" / f"{task}.jsonl", [p.to_dict() for p in held])
     print(f"wrote {args.conversations} conversations to {train_path} and held-out problems to {args.out}/heldout")
