@@ -48,8 +48,8 @@ def test_says_who_it_is(bot):
 # set); issue 13's targets (98% arithmetic and letters, no runaway reply) are not met yet.
 @pytest.mark.parametrize(
     ("task", "n", "least", "most_runaway"),
-    [("arithmetic", 100, 0.93, 0.0), ("letters", 100, 0.80, 0.05), ("identity", 60, 0.93, 0.0),
-     ("honesty", 60, 0.78, 0.0)],
+    [("arithmetic", 100, 0.94, 0.02), ("letters", 100, 0.85, 0.05), ("identity", 60, 0.95, 0.0),
+     ("honesty", 60, 0.78, 0.06)],
 )  # fmt: skip
 def test_held_out_phrasings(bot, task, n, least, most_runaway):
     result = accuracy(bot, _heldout(task, n))

@@ -178,7 +178,11 @@ LETTER_CORES = families(
      "How often does {lt} occur in {w}?", "{w} has how many {ls}?", "What is the count of {lt} in {w}?",
      "Count the letter {l} in {w}.", "how many {ls} in {w}", "How many {ls} in the word {w}?",
      "How many times does the letter {l} appear in the word {w}?", "Count {lt} in {w}",
-     "how many {ls} are in the word {w}?", "Please count the {ls} in {w}."],
+     "how many {ls} are in the word {w}?", "Please count the {ls} in {w}.", "{w} - how many {ls}?",
+     "{w}. How many {ls}?", "Word: {w}. Count {lt}.", "Tell me the number of {ls} {w} has.",
+     "How many {ls} does the word {w} contain?", "{w} contains how many {ls}?", "Give me the count of {lt} in {w}",
+     "Find how many {ls} are in {w}.", "what's the number of {ls} in {w}", "For the word {w}, how many {ls}?",
+     "I need the number of {ls} in {w}.", "Check how many {ls} {w} has."],
     ["Number of times {lt} occurs in {w}?", "how many {ls} can you find in {w}", "Tell me how many {ls} {w} contains.",
      "{w}: how many {ls}?", "I wonder how many {ls} are in {w}.", "Count the number of {ls} in {w}",
      "How many times is {lt} in {w}?", "In the word {w}, count {lt}."],
@@ -300,8 +304,9 @@ UNKNOWABLE = families(
      "What does the word {word} mean?", "Recommend a good book.", "What's the best film of {y}?",
      "How old is {c}?", "What currency does {c} use?", "Who discovered gravity?", "How many moons does Mars have?",
      "What is {n} degrees in Fahrenheit?", "What is DNA?", "Write me a poem about {c}.", "What's in the news in {c}?",
-     "How many people live in {c}?", "How many cars are there in {c}?", "How many rivers does {c} have?",
-     "How many books are in the library?", "How many stars are in the sky?"],
+     "How many {things} are there in {c}?", "How many {things} does {c} have?", "How many {things} live in {c}?",
+     "How many books are in the library?", "How many stars are in the sky?",
+     "How many {things} are there in the world?"],
     ["Where is {c}?", "What language do people speak in {c}?", "Who invented the telephone?",
      "What is the speed of light?", "How old is the universe?", "Which team won the league in {y}?",
      "Can you summarise {b}?", "What's the stock price of Apple?", "How many cities are there in {c}?",
@@ -328,6 +333,9 @@ COUNTRIES = ("France", "Peru", "Japan", "Kenya", "Norway", "Chile", "Egypt", "In
              "Brazil", "Poland", "Vietnam", "Mexico", "Italy", "Nepal")  # fmt: skip
 BOOKS = ("The Silent Shore", "Blue River", "A Winter Road", "The Glass Garden", "Northern Lights", "Iron Bells",
          "The Last Orchard", "Seven Doors")  # fmt: skip
+# what "how many ... in {c}" asks about when it is not letter counting (held-out questions ask about cities)
+THINGS = ("people", "cars", "rivers", "lakes", "schools", "airports", "islands", "trees", "hospitals", "dogs",
+          "mountains", "bridges", "languages", "museums", "farms", "towns", "children", "doctors", "birds")  # fmt: skip
 DICTIONARY_WORDS = ("serendipity", "ephemeral", "quorum", "lattice", "nostalgia", "osmosis", "paradox")
 
 
@@ -335,7 +343,7 @@ def _unknowable(rng: random.Random, split: str) -> tuple[str, str]:
     """(question, reply) for something it cannot know or compute."""
     slots = {"c": rng.choice(COUNTRIES), "y": str(rng.randint(1950, 2024)), "b": rng.choice(BOOKS),
              "n": str(rng.randint(2, 999)), "m": str(rng.randint(2, 99)),
-             "word": rng.choice(DICTIONARY_WORDS)}  # fmt: skip
+             "word": rng.choice(DICTIONARY_WORDS), "things": rng.choice(THINGS)}  # fmt: skip
     if rng.random() < 0.3:
         return pick(rng, UNSUPPORTED_MATH, split).render(**slots), rng.choice(ONLY_BASIC_MATH)
     return pick(rng, UNKNOWABLE, split).render(**slots), rng.choice(DONT_KNOW)
