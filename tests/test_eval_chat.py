@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 import nanochat_py
 from conftest import FIXTURES, G0, G5
@@ -33,13 +32,7 @@ GRADING = json.loads((HERE / "expected" / "grading.json").read_text(encoding="ut
 MODELS = {"g0": G0 / "model", "g5": G5 / "model", "builtin": None}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models decode fastest on one thread; on a busy machine a second one mostly waits for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_runs(name: str) -> list[dict]:

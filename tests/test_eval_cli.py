@@ -8,7 +8,6 @@ import sys
 import types
 
 import pytest
-import torch
 import yaml
 
 from conftest import FIXTURES, G0
@@ -19,13 +18,7 @@ BUNDLE = FIXTURES / "core" / "eval_bundle"
 CHAT = ("arc-easy", "arc-challenge", "mmlu", "gsm8k", "humaneval", "spellingbee")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model: one thread beats two that wait on each other when the machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

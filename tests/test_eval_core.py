@@ -29,13 +29,7 @@ BUNDLE = CORE / "eval_bundle"
 MODELS = {"g0": G0, "g5": G5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread beats two that wait on each other when the machine is busy (30x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
