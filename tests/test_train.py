@@ -296,7 +296,10 @@ def _losses(directory: Path) -> list[float]:
 
 def test_bf16_training_follows_fp32(pipeline, tmp_path):
     args = ["train", "base", "--depth", "2", "--seq-len", "64", "--data", str(pipeline["text"]), "--tokenizer",
-            str(pipeline["tok"]), "--batch-size", "8", "--steps", "30", "--device", "cpu"]  # fmt: skip
+            str(pipeline["tok"]), "--batch-size", "8", "--steps", "30", "--device", "cpu",
+            # a warmup and gentler LRs keep this tiny model out of the chaotic regime where any rounding
+            # difference (bf16, or another thread count) can send two runs to losses 10% apart
+            "--warmup", "10", "--matrix-lr", "0.01", "--embedding-lr", "0.1", "--scalar-lr", "0.1"]  # fmt: skip
     for precision in ("fp32", "bf16"):
         assert main([*args, "--precision", precision, "--out", str(tmp_path / precision)]) == 0
         assert _meta(tmp_path / precision)["train"]["precision"] == precision
@@ -304,7 +307,10 @@ def test_bf16_training_follows_fp32(pipeline, tmp_path):
     assert fp32 != bf16, "bf16 autocast really ran"
     assert fp32[0] == pytest.approx(bf16[0], rel=0.01)  # the same model on the same first batch
     # the same data, init and schedule: the curves stay together (bf16 rounds the products, not the weights)
-    assert sum(bf16[-5:]) / 5 == pytest.approx(sum(fp32[-5:]) / 5, rel=0.03)
+    assert sum(bf16[-5:]) / 5 == pytest.approx(sum(fp32[-5:]) / 5, rel=0.01)  # 0.05% on seeds 0-5
+    assert sum(fp32[-5:]) / 5 < 0.8 * fp32[0], "both really trained"
+    val_bpb = [_meta(tmp_path / p)["history"][-1]["val_bpb"] for p in ("fp32", "bf16")]
+    assert val_bpb[1] == pytest.approx(val_bpb[0], rel=0.01)
     for name, tensor in read_tensors(next((tmp_path / "bf16").glob("model_*.pt"))).items():
         assert tensor.dtype == torch.float32, f"{name}: master weights stay fp32"
 
