@@ -45,10 +45,11 @@ RECIPE = {
     "conversations": 200000,
     "heldout": 1000,
     # a fifth of the rows are pretraining text, so the chat model keeps modelling text as well as its base
-    "sft": ["--steps", "4000", "--batch-size", "16", "--seq-len", "256", "--matrix-lr", "0.01",
+    "sft": ["--steps", "5000", "--batch-size", "16", "--seq-len", "256", "--matrix-lr", "0.01",
             "--embedding-lr", "0.15", "--unembedding-lr", "0.002", "--scalar-lr", "0.25", "--eval-every", "1000",
             "--text-share", "0.2", "--compile"],
-    "rl": ["--task", "mixed", "--steps", "120", "--batch-size", "4", "--samples", "8", "--max-tokens", "48"],
+    # rewarded by the held-out judge's verdict (right call, ended by itself, no loop), so it learns to stop
+    "rl": ["--task", "mixed", "--steps", "400", "--batch-size", "4", "--samples", "8", "--max-tokens", "64"],
 }  # fmt: skip
 
 

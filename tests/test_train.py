@@ -117,6 +117,35 @@ def test_sft_and_rl_checkpoints_load_and_chat(pipeline):
     assert isinstance(reply, str)
 
 
+def test_rl_rewards_only_replies_the_heldout_judge_passes(pipeline, monkeypatch):
+    """A reply that says the right number but never stops (the built-in model's runaways) earns nothing."""
+    from nanochat_py.train import rl
+
+    bot = load(pipeline["rl"], device="cpu")
+    tok, end = bot.tokenizer, bot.tokenizer.special("<|assistant_end|>")
+
+    def tool_reply(call: str, output: str, text: str) -> list[int]:
+        s = tok.special
+        return [s("<|python_start|>"), *tok.encode(call), s("<|python_end|>"),
+                s("<|output_start|>"), *tok.encode(output), s("<|output_end|>"), *tok.encode(text)]  # fmt: skip
+
+    right = tool_reply("12+34", "46", "12 + 34 = 46.")
+    samples = {  # reply tokens, whether it ended by itself
+        "right": ([*right, end], True),
+        "runaway": ([*right, *tok.encode(" 46. 46. 46. 46. 46.")], False),
+        "wrong call": ([*tool_reply("12*34", "408", "46"), end], True),
+    }
+    problem = tasks.Problem("arithmetic", "What is 12 + 34?", "46", "12+34")
+    for name, (tokens, ended) in samples.items():
+        reply = rl.read_reply(tok, tokens, ended)
+        assert tasks.is_correct(problem, reply.text), f"{name}: the last number is right every time"
+        monkeypatch.setattr(
+            rl, "_rollouts", lambda *a, t=tokens, e=ended: [(t, [True] * len(t), rl.read_reply(tok, t, e))]
+        )
+        reward, _ = rl._step_loss(bot, [problem], None, seed=0)
+        assert reward == (1.0 if name == "right" else 0.0), name
+
+
 def test_eval_writes_a_report_and_a_plot(pipeline, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out, png = tmp_path / "report" / "eval.json", tmp_path / "report" / "eval.png"

@@ -34,24 +34,27 @@ class Reply:
 
 def answer(bot: Chatbot, messages: list[dict], max_tokens: int = MAX_TOKENS) -> Reply:
     """The greedy reply to a conversation, with its tool calls and whether it ended by itself."""
-    reply = Reply("")
-    decoder, text, kind = PieceDecoder(bot.tokenizer), [], "text"
+    tokens, ended = [], False
     prompt = bot.prompt_for(messages, reserve=max_tokens)
     for step in bot.engine.generate(prompt, 1, max_tokens, temperature=0.0):
         if step.done[0]:
-            reply.ended = True
+            ended = True
             break
-        reply.tokens += 1
-        for piece in decoder.add(step.tokens[0]):
-            if piece.kind == "python":
-                if kind != "python":
-                    reply.calls.append("")
-                reply.calls[-1] += piece.text
-            elif piece.kind == "text":
-                text.append(piece.text)
-            kind = piece.kind
-    text += [p.text for p in decoder.flush() if p.kind == "text"]
-    reply.text = "".join(text)
+        tokens.append(step.tokens[0])
+    return read_reply(bot.tokenizer, tokens, ended)
+
+
+def read_reply(tokenizer, tokens: list[int], ended: bool) -> Reply:
+    """A reply's tokens as the judge sees them: the text the user reads, and each calculator call."""
+    reply, decoder, kind = Reply("", ended=ended, tokens=len(tokens)), PieceDecoder(tokenizer), "text"
+    for piece in [p for t in tokens for p in decoder.add(t)] + decoder.flush():
+        if piece.kind == "python":
+            if kind != "python":
+                reply.calls.append("")
+            reply.calls[-1] += piece.text
+        elif piece.kind == "text":
+            reply.text += piece.text
+        kind = piece.kind
     return reply
 
 

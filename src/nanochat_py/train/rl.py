@@ -1,8 +1,11 @@
 """`nanochat-py train rl`: policy gradient on verifiable tasks, with the calculator tool in the loop.
 
-Each step samples several answers to a few training problems, rewards an exact answer with 1, and pushes
-up the log-probability of the tokens the model chose in proportion to (reward - mean reward of that
-problem). Tokens the tool wrote are context, not actions, and get no gradient.
+Each step samples several answers to a few training problems, rewards with 1 an answer the held-out judge
+would pass (the right number from the right tool call, ended by itself within --max-tokens, no loop; see
+evals/heldout.py) and 0 anything else, and pushes up the log-probability of the tokens the model chose in
+proportion to (reward - mean reward of that problem). Rewarding the whole verdict, not just the number, is
+what teaches the model to stop: a reply that repeats the right number until it is cut off earns nothing.
+Tokens the tool wrote are context, not actions, and get no gradient.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..arguments import real, whole
-from ..chatbot import PieceDecoder
 from ..errors import NanochatError
+from ..evals.heldout import Reply, judge, read_reply
 from ..loader import load
 from . import distributed, precision
 from .optimizers import LearningRates, build_optimizers, lr_factor, set_lr_factor
 from .options import add_loop_options, settings_from
-from .tasks import Problem, arithmetic_problem, is_correct, letter_problem, read_words, split_words
+from .tasks import Problem, arithmetic_problem, letter_problem, read_words, split_words
 from .trainer import lineage_of, restore_state, save_state
 
 RL_RATES = LearningRates(matrix=0.002, embedding=0.03, unembedding=0.0004, scalar=0.05)
@@ -97,7 +100,7 @@ def _step_loss(bot, problems: list[Problem], args, seed: int) -> tuple[float, to
     for i, problem in enumerate(problems):
         prompt = tok.render_for_completion([{"role": "user", "content": problem.question}])
         samples = _rollouts(bot, prompt, args, seed + i)
-        rewards = torch.tensor([float(is_correct(problem, text)) for _, _, text in samples])
+        rewards = torch.tensor([float(judge(problem, reply)["right"]) for _, _, reply in samples])
         all_rewards += rewards.tolist()
         advantages = rewards - rewards.mean()
         for (tokens, chosen, _), advantage in zip(samples, advantages.tolist(), strict=True):
@@ -115,8 +118,8 @@ def _step_loss(bot, problems: list[Problem], args, seed: int) -> tuple[float, to
     return mean_reward, torch.stack(terms).sum() / max(1, n_tokens)
 
 
-def _rollouts(bot, prompt: list[int], args, seed: int) -> list[tuple[list[int], list[bool], str]]:
-    """`args.samples` answers: their tokens (ending with the stop token), which the model chose, and the text."""
+def _rollouts(bot, prompt: list[int], args, seed: int) -> list[tuple[list[int], list[bool], Reply]]:
+    """`args.samples` answers: their tokens (ending with the stop token), which the model chose, and the reply."""
     n = args.samples
     tokens: list[list[int]] = [[] for _ in range(n)]
     chosen: list[list[bool]] = [[] for _ in range(n)]
@@ -127,9 +130,7 @@ def _rollouts(bot, prompt: list[int], args, seed: int) -> list[tuple[list[int], 
                 tokens[i].append(step.tokens[i])
                 chosen[i].append(not step.forced[i])
                 finished[i] = step.done[i]
-    out = []
-    for toks, ch in zip(tokens, chosen, strict=True):
-        decoder = PieceDecoder(bot.tokenizer)
-        pieces = [p for t in toks for p in decoder.add(t)] + decoder.flush()
-        out.append((toks, ch, "".join(p.text for p in pieces if p.kind == "text")))
-    return out
+    return [
+        (toks, ch, read_reply(bot.tokenizer, toks, ended))
+        for toks, ch, ended in zip(tokens, chosen, finished, strict=True)
+    ]

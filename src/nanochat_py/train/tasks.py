@@ -77,14 +77,18 @@ EXPRESSION_FRAMES = families(
      "Can you work out {e} for me?", "Please tell me what {e} is.", "{e} = ?", "Solve {e}", "Tell me {e}.",
      "Do you know what {e} is?", "What does {e} equal?", "Quick question: what is {e}?", "Hey, what is {e}?",
      "Could you calculate {e}?", "What do you get for {e}?", "Evaluate {e}.", "Find {e}.", "whats {e}",
-     "I need to know {e}.", "What is the answer to {e}?", "{e} is?", "Help me: {e}"],
+     "I need to know {e}.", "What is the answer to {e}?", "{e} is?", "Help me: {e}",
+     # inside a longer sentence, as people write to a chat box
+     "Hello! {e}?", "I have a question. {e}?", "{e}, what is it?", "{e}. What's the answer?",
+     "Question for you: how much is {e}?", "my homework says {e}, what is it", "Do {e} for me.",
+     "Hey there, could you tell me {e}?", "Thanks! And {e}?"],
     ["What's the value of {e}?", "I was wondering what {e} is.", "Can you tell me what {e} equals?",
      "Hi! What is {e}?", "{e} is what?", "Figure out {e} for me.", "Any idea what {e} is?", "So what's {e}?",
      "My teacher asked me {e}. What's the answer?", "Ok, {e}?", "Work out {e} please", "hey can u do {e}"],
     "frame")  # fmt: skip
 REQUEST_FRAMES = families(
     ["{r}", "{r}.", "Please {r}.", "Can you {r}?", "Could you {r} for me?", "{r}, please.", "I want you to {r}.",
-     "Now {r}."],
+     "Now {r}.", "Hi, can you {r}?", "Please {r} for me.", "Hey, {r}.", "Next, {r}."],
     ["Would you {r}?", "I'd like you to {r}.", "Help me {r}.", "Quick one: {r}."], "request")  # fmt: skip
 OPERATION_WORDS = {"+": "plus", "-": "minus", "*": "times"}
 
@@ -182,7 +186,12 @@ LETTER_CORES = families(
      "{w}. How many {ls}?", "Word: {w}. Count {lt}.", "Tell me the number of {ls} {w} has.",
      "How many {ls} does the word {w} contain?", "{w} contains how many {ls}?", "Give me the count of {lt} in {w}",
      "Find how many {ls} are in {w}.", "what's the number of {ls} in {w}", "For the word {w}, how many {ls}?",
-     "I need the number of {ls} in {w}.", "Check how many {ls} {w} has."],
+     "I need the number of {ls} in {w}.", "Check how many {ls} {w} has.",
+     # the word first, then any punctuation: the word ends where the punctuation starts
+     "{w}, how many {ls}?", "{w}; count {lt}.", "{w} -- how many {ls}?", "{w}? Count {lt}.", "{w}! How many {ls}?",
+     "{w} (how many {ls}?)", "{w} = how many {ls}?", "{w}... how many {ls}", "How many {ls}? {w}",
+     "How many times do you see {lt} in {w}?", "How many times can {lt} be found in {w}?",
+     "Count every {l} in {w}."],
     ["Number of times {lt} occurs in {w}?", "how many {ls} can you find in {w}", "Tell me how many {ls} {w} contains.",
      "{w}: how many {ls}?", "I wonder how many {ls} are in {w}.", "Count the number of {ls} in {w}",
      "How many times is {lt} in {w}?", "In the word {w}, count {lt}."],
