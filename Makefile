@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 chat: install
 	$(VENV)/bin/nanochat-py chat $(if $(SOURCE),--source $(SOURCE))
 
-# rebuild the built-in model from Debian text + generated data (about 45 minutes on 2 cores; see README)
+# rebuild the built-in model from Debian text + generated data (about 55 minutes on 2 cores; see README)
 model: install
 	$(PY) recipe/make_model.py
 

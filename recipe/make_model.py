@@ -48,8 +48,6 @@ RECIPE = {
     "sft": ["--steps", "5000", "--batch-size", "16", "--seq-len", "256", "--matrix-lr", "0.01",
             "--embedding-lr", "0.15", "--unembedding-lr", "0.002", "--scalar-lr", "0.25", "--eval-every", "1000",
             "--text-share", "0.2", "--compile"],
-    # rewarded by the held-out judge's verdict (right call, ended by itself, no loop), so it learns to stop
-    "rl": ["--task", "mixed", "--steps", "400", "--batch-size", "4", "--samples", "8", "--max-tokens", "64"],
 }  # fmt: skip
 
 
@@ -76,9 +74,9 @@ def main() -> int:
           ["train", "sft", "--source", str(BUILD / "base"), "--data", str(BUILD / "chat" / "conversations.jsonl"),
            "--text", str(text), "--val-percent", str(VAL_PERCENT), "--out", str(BUILD / "sft"),
            *RECIPE["sft"]])  # fmt: skip
-    stage("rl", BUILD / "rl" / "DONE",
-          ["train", "rl", "--source", str(BUILD / "sft"), "--words", str(words), "--out", str(BUILD / "rl"),
-           *RECIPE["rl"]])  # fmt: skip
+    # No RL stage: `train rl --task mixed` (400 steps, rewarded by the held-out judge) took held-out letters from
+    # 93% to 92%, honesty from 88% to 72% and identity from 98% to 95% (it learned to call the letter tool for
+    # questions it should decline) and bits per byte from 1.20 to 1.25: the fine-tuned checkpoint ships as is.
     install(text)
     minutes = (time.time() - began) / 60
     print(f"recipe finished in {minutes:.1f} minutes")
@@ -133,10 +131,10 @@ def run(command: list[str]) -> None:
 
 
 def install(text: Path) -> None:
-    """Export the RL checkpoint as bf16 safetensors into the package, with its held-out set."""
+    """Export the fine-tuned checkpoint as bf16 safetensors into the package, with its held-out set."""
     if TARGET.exists():
         shutil.rmtree(TARGET)
-    run(["export", "--source", str(BUILD / "rl"), "--out", str(TARGET), "--dtype", "bf16"])
+    run(["export", "--source", str(BUILD / "sft"), "--out", str(TARGET), "--dtype", "bf16"])
     (TARGET / "token_bytes.pt").unlink(missing_ok=True)  # recomputed from the tokenizer when needed
     heldout = TARGET / "heldout"
     shutil.copytree(BUILD / "chat" / "heldout", heldout)

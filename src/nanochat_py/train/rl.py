@@ -25,7 +25,15 @@ from ..loader import load
 from . import distributed, precision
 from .optimizers import LearningRates, build_optimizers, lr_factor, set_lr_factor
 from .options import add_loop_options, settings_from
-from .tasks import Problem, arithmetic_problem, letter_problem, read_words, split_words
+from .tasks import (
+    Problem,
+    arithmetic_problem,
+    honesty_problem,
+    identity_problem,
+    letter_problem,
+    read_words,
+    split_words,
+)
 from .trainer import lineage_of, restore_state, save_state
 
 RL_RATES = LearningRates(matrix=0.002, embedding=0.03, unembedding=0.0004, scalar=0.05)
@@ -33,7 +41,12 @@ RL_RATES = LearningRates(matrix=0.002, embedding=0.03, unembedding=0.0004, scala
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", "-s", required=True, help="any checkpoint nanochat_py.load accepts")
-    p.add_argument("--task", required=True, choices=("arithmetic", "letters", "mixed"), help="what to reward")
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=("arithmetic", "letters", "mixed"),
+        help="what to reward (mixed: arithmetic, letters, honesty and identity)",
+    )
     p.add_argument("--words", default=None, help="word list for the letters task (one word per line)")
     p.add_argument("--samples", type=whole(1), default=8, help="answers sampled per problem (8)")
     p.add_argument("--temperature", type=real(0, 2), default=1.0, help="sampling temperature (1.0)")
@@ -88,9 +101,13 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def _problem(rng: random.Random, task: str, words: dict[str, list[str]] | None) -> Problem:
-    if task == "mixed":
-        task = rng.choice(("arithmetic", "letters"))
-    return arithmetic_problem(rng, "train") if task == "arithmetic" else letter_problem(rng, words, "train")
+    if task == "mixed":  # the tool skills mostly; the rest keep RL from trading away what it does not reward
+        task = rng.choices(("arithmetic", "letters", "honesty", "identity"), weights=(3, 3, 1, 1))[0]
+    if task == "letters":
+        return letter_problem(rng, words, "train")
+    return {"arithmetic": arithmetic_problem, "honesty": honesty_problem, "identity": identity_problem}[task](
+        rng, "train"
+    )
 
 
 def _step_loss(bot, problems: list[Problem], args, seed: int) -> tuple[float, torch.Tensor | None]:
