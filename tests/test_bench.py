@@ -14,7 +14,7 @@ from conftest import random_model
 from nanochat_py import bench
 from nanochat_py.cli import main
 from nanochat_py.linear import linear
-from nanochat_py.quantize import Int8Linear, quantize_int8
+from nanochat_py.quantize import Int4Linear, Int8Linear, pack_int4, quantize, quantize_groups, unpack_int4
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -40,12 +40,45 @@ def test_int8_linear_is_within_quantisation_error(rows):
     assert (got - want).abs().max() < 0.02 * want.abs().max()
 
 
+def test_int4_groups_keep_each_weight_within_a_step():
+    w = torch.randn(64, 256) * torch.rand(64, 1) * 3
+    w[0, :32] = 0.0  # an all-zero group: scale 0, every q 0
+    q, scale = quantize_groups(w)
+    assert q.dtype == torch.int8 and int(q.min()) >= -8 and int(q.max()) <= 7 and scale.shape == (64, 8)
+    step = scale.float().repeat_interleave(32, dim=1)
+    error, slack = (q.float() * step - w).abs(), 1e-3 * step.abs()
+    # within half a step, but +8 steps (a value as large as the extreme, of the other sign) is clamped to +7
+    assert (error <= step.abs() / 2 + slack).logical_or(q == 7).all() and (error <= step.abs() + slack).all()
+    # the largest weight of each group is exactly -8 steps (the full range of 4 bits is used)
+    assert ((q == -8).view(64, 8, 32).any(-1) | (scale == 0)).all() and (q[0, :32] == 0).all()
+    packed = pack_int4(q)
+    assert packed.dtype == torch.uint8 and packed.shape == (64, 128) and torch.equal(unpack_int4(packed), q)
+    # the kernel's layout: byte j of each 64-byte block holds input j (low nibble) and input 64 + j (high)
+    assert int(packed[1, 5]) == (int(q[1, 5]) + 8) | ((int(q[1, 69]) + 8) << 4)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 12, 200])  # the kernel; 200: dequantised for one matrix product
+def test_int4_linear_is_within_quantisation_error(rows):
+    w, x = torch.randn(256, 128), torch.randn(rows, 128)
+    layer = Int4Linear(w)
+    assert layer.weight.shape == (256, 64) and layer.kernel_scale().dtype == torch.float16
+    with torch.inference_mode():
+        got, want = layer(x), F.linear(x, w)
+    assert got.dtype == x.dtype
+    assert (got - want).norm() < 0.15 * want.norm()  # 4 bits: about 8% of each weight's size
+
+
 def test_quantised_model_keeps_its_activation_dtype():
     model = random_model("G5")
-    int8 = quantize_int8(bench.variant_of(model, "bf16"))
+    int8 = quantize(bench.variant_of(model, "bf16"), "int8")
     assert int8.dtype == torch.bfloat16 and isinstance(int8.lm_head, Int8Linear)
     assert type(int8.smear_gate) is not Int8Linear  # a 24-wide gate stays as it is
     assert bench.variant_of(model, "int8").dtype == torch.float32
+    narrow = bench.variant_of(model, "int4")  # 64 inputs: not a whole int4 block (128), so int8
+    assert isinstance(narrow.lm_head, Int8Linear) and isinstance(narrow.transformer.h[0].mlp.c_proj, Int4Linear)
+    int4 = bench.variant_of(random_model("G5", n_embd=128), "int4")
+    assert int4.dtype == torch.float32 and isinstance(int4.lm_head, Int4Linear)
+    assert int4.to(torch.bfloat16).lm_head.kernel_scale().dtype == torch.float16, "a cast leaves the scales alone"
 
 
 def test_transformers_twin_shares_the_tensors_and_computes_the_same_logits():

@@ -95,5 +95,16 @@ def test_int8_answers_like_fp32(bot):
     for question in ["Who are you?", "What is 123 * 45?", "How many r are in strawberry?"]:
         messages = [{"role": "user", "content": question}]
         assert int8.chat(messages, temperature=0.0, max_tokens=60) == bot.chat(messages, temperature=0.0, max_tokens=60)
-    with pytest.raises(nanochat_py.NanochatError, match="unknown dtype 'int4'"):
-        nanochat_py.load(device="cpu", dtype="int4")
+    with pytest.raises(nanochat_py.NanochatError, match="unknown dtype 'int2'"):
+        nanochat_py.load(device="cpu", dtype="int2")
+
+
+def test_int4_answers_like_fp32(bot):
+    from nanochat_py.quantize import Int4Linear
+
+    int4 = nanochat_py.load(device="cpu", dtype="int4")
+    assert isinstance(int4.model.lm_head, Int4Linear) and int4.model.dtype == bot.model.dtype
+    for question in ["Who are you?", "What is 123 * 45?", "How many r are in strawberry?", "2+2?",
+                     "what's seven times eight", "What is the capital of France?"]:  # fmt: skip
+        messages = [{"role": "user", "content": question}]
+        assert int4.chat(messages, temperature=0.0, max_tokens=60) == bot.chat(messages, temperature=0.0, max_tokens=60)

@@ -14,6 +14,7 @@ from torch.utils import cpp_extension
 from conftest import random_model
 from nanochat_py import bench, kernels
 from nanochat_py.config import GENERATIONS
+from nanochat_py.quantize import Int4Linear, Int8Linear
 
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler to build the kernels")
 
@@ -52,6 +53,33 @@ def test_linear_rows_matches_f_linear(ops, rows, width):
         assert (got - want).abs().max() <= 2e-4 * want.abs().max() + 1e-6
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 11])
+@pytest.mark.parametrize("width", [128, 768])
+def test_linear_rows_int4_matches_its_dequantised_weights(ops, rows, width):
+    x = torch.randn(rows, width) * torch.linspace(0.1, 3, width)  # groups of very different sizes
+    weights = [Int4Linear(torch.randn(n, width)) for n in (257, 64, 3)]
+    outs = ops.linear_rows(x, [w.weight for w in weights], [w.kernel_scale() for w in weights])
+    step = x.view(rows, -1, 32).abs().amax(-1, keepdim=True).expand(-1, -1, 32).reshape(rows, width) / 127
+    for got, w in zip(outs, weights, strict=True):
+        dequantised = w.dequantized(torch.float32)
+        want = F.linear(x, dequantised)
+        # activations go through int8 in runs of 32 (each within half its run's step): the only error
+        bound = F.linear(step / 2, dequantised.abs()) * 1.001 + 1e-4
+        assert got.shape == want.shape and ((got - want).abs() <= bound).all()
+    got_bf16 = ops.linear_rows(x.bfloat16(), [weights[0].weight], [weights[0].kernel_scale()])[0]
+    assert got_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(got_bf16.float(), outs[0], atol=0.02 * outs[0].abs().max().item(), rtol=0.01)
+
+
+def test_dequantize_is_the_layers_own_dequantised_weight(ops):
+    w = torch.randn(40, 256)
+    for layer in (Int4Linear(w), Int8Linear(w)):
+        got = ops.dequantize(layer.weight, layer.kernel_scale())
+        assert got.dtype == torch.float32 and torch.equal(got, layer.dequantized(torch.float32)), type(layer)
+    with pytest.raises(RuntimeError, match="fp16 scale per 32"):
+        ops.dequantize(Int4Linear(w).weight, torch.zeros(40, 8))
+
+
 def test_linear_rows_refuses_mismatched_inputs(ops):
     x = torch.randn(1, 64)
     with pytest.raises(RuntimeError, match="contiguous CPU"):
@@ -60,6 +88,11 @@ def test_linear_rows_refuses_mismatched_inputs(ops):
         ops.linear_rows(torch.randn(1, 40), [torch.randn(8, 40)], [None])
     with pytest.raises(RuntimeError, match="scale per row"):
         ops.linear_rows(x, [torch.zeros(8, 64, dtype=torch.int8)], [None])
+    with pytest.raises(RuntimeError, match="multiple of 128"):
+        ops.linear_rows(x, [torch.zeros(8, 32, dtype=torch.uint8)], [torch.zeros(8, 2, dtype=torch.float16)])
+    x = torch.randn(1, 128)
+    with pytest.raises(RuntimeError, match="scale per 32 inputs"):
+        ops.linear_rows(x, [torch.zeros(8, 64, dtype=torch.uint8)], [torch.zeros(8, 4)])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -104,13 +137,19 @@ def test_kernel_decode_equals_torch_decode(generation, per_row):
 
 
 @torch.inference_mode()
-def test_bf16_and_int8_kernel_decode_stay_close_to_fp32():
-    model = random_model("G5", short_window=12)
+def test_bf16_int8_and_int4_kernel_decode_stay_close_to_fp32():
+    model = random_model("G5", short_window=12, n_embd=128)  # int4 takes inputs in blocks of 128
     ids = torch.randint(0, model.config.vocab_size, (2, 50))
     reference = _decode(model, ids, 10, per_row=False)
-    for variant, tolerance in ((bench.variant_of(model, "bf16"), 0.15), (bench.variant_of(model, "int8"), 0.15)):
+    for dtype, tolerance in (("bf16", 0.15), ("int8", 0.15), ("int4", 0.4)):
+        variant = bench.variant_of(model, dtype)
         got = _decode(variant, ids, 10, per_row=False).float()
-        assert (got - reference).abs().max() < tolerance * reference.abs().max()
+        assert (got - reference).abs().max() < tolerance * reference.abs().max(), dtype
+        with kernels.switched_off():  # the same quantised model through dequantised F.linear
+            plain = _decode(variant, ids, 10, per_row=False).float()
+        # bf16: roundings in another order; int8: activations in int16; int4: activations in int8
+        closeness = {"bf16": 0.03, "int8": 0.01, "int4": 0.05}[dtype]
+        assert (got - plain).abs().max() < closeness * reference.abs().max(), dtype
 
 
 def test_a_failed_build_falls_back_to_torch_and_is_not_retried_by_runs(monkeypatch, caplog, tmp_path):

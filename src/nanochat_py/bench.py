@@ -23,7 +23,7 @@ import torch
 
 from .config import config_for
 from .model import GPT
-from .quantize import quantize_int8
+from .quantize import quantize
 
 SHAPES = {"d2": 2, "d12": 12, "d20": 20, "d32": 32}  # G0 shapes (d12/d20/d32 published; d2 is a smoke test)
 PROMPT = 512  # prefill length
@@ -107,13 +107,13 @@ def transformers_twin(model: GPT):
 
 
 def variant_of(model: GPT, dtype: str) -> GPT:
-    """A copy of `model` in bf16 or int8 (fp32 is the model itself)."""
+    """A copy of `model` in bf16, int8 or int4 (fp32 is the model itself)."""
     if dtype == "fp32":
         return model
     copy = GPT(model.config).to(model.device)
     copy.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
     copy.eval().requires_grad_(False)
-    return copy.to(torch.bfloat16) if dtype == "bf16" else quantize_int8(copy)
+    return copy.to(torch.bfloat16) if dtype == "bf16" else quantize(copy, dtype)
 
 
 # --- measuring ----------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     model.add_argument("--dtype", default=None,
-                       help="fp32, bf16 or int8 (CPU; weight-only) (default: fp32 on CPU, bf16 on CUDA)")  # fmt: skip
+                       help="fp32, bf16, int8 or int4 (CPU, weight-only) (default: fp32; bf16 on CUDA)")  # fmt: skip
     model.add_argument("--temperature", "-t", type=real(0, 2), default=0.6, help="0-2, 0 = greedy (default 0.6)")
     model.add_argument("--top-k", "-k", type=whole(0, 200), default=50,
                        help="sample from the k most likely tokens, 0-200; 0 = off (50)")  # fmt: skip
@@ -147,7 +147,7 @@ def _add_training_commands(commands) -> None:
     bench.add_argument("--source", "-s", default=None, help="a checkpoint to time (default: a random --shape)")
     bench.add_argument("--shape", choices=("d2", "d12", "d20", "d32"), default="d12", help="random G0 shape (d12)")
     bench.add_argument("--compare", default="transformers", help="transformers, or '' for none (G0 models only)")
-    bench.add_argument("--dtype", default="fp32,bf16,int8", help="comma-separated: fp32, bf16, int8")
+    bench.add_argument("--dtype", default="fp32,bf16,int8", help="comma-separated: fp32, bf16, int8, int4")
     bench.add_argument("--batch", default="1,8", help="comma-separated decode batch sizes (1,8)")
     bench.add_argument("--steps", type=int, default=32, help="timed decode steps per batch size (32)")
     bench.add_argument("--prompt", type=int, default=512, help="prefill length in tokens (512)")
@@ -171,7 +171,7 @@ def _add_training_commands(commands) -> None:
 def _export_dtype(text: str) -> str:
     if text.lower() not in ("fp32", "float32", "bf16", "bfloat16"):
         raise argparse.ArgumentTypeError(
-            f"export writes fp32 or bf16 weights, not {text!r} (int8 is chosen when loading: chat/serve --dtype int8)"
+            f"export writes fp32 or bf16 weights, not {text!r} (int8 and int4 are chosen when loading: --dtype int4)"
         )
     return text
 
@@ -192,9 +192,9 @@ def _bench(args) -> int:
     from .loader import load, pick_device
 
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
-    unknown = set(dtypes) - {"fp32", "bf16", "int8"}
+    unknown = set(dtypes) - {"fp32", "bf16", "int8", "int4"}
     if unknown:
-        raise NanochatError(f"unknown --dtype {', '.join(sorted(unknown))}; use fp32, bf16, int8")
+        raise NanochatError(f"unknown --dtype {', '.join(sorted(unknown))}; use fp32, bf16, int8, int4")
     try:
         batches = sorted({int(b) for b in args.batch.split(",") if b.strip()})
     except ValueError:

@@ -23,6 +23,10 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight)
 
+    def kernel_scale(self) -> torch.Tensor | None:
+        """What the kernel multiplies the weights by: nothing here; quantised layers' scales (quantize.py)."""
+        return None
+
     def reset_parameters(self) -> None:
         # built on the meta device, a model is about to receive its weights: drawing random ones there would
         # only cost time (torch's meta random ops import torch._dynamo, about a third of a second)
@@ -35,15 +39,17 @@ def _needs_grad(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def kernel_for(x: torch.Tensor, weight: torch.Tensor):
-    """The compiled kernels if they should run this product, else None. int8 weights take them for any
-    number of rows: dequantising the matrix for torch costs more than the kernel's passes of 8 rows."""
+    """The compiled kernels if they should run this product, else None. Quantised weights (int8, and int4
+    packed in uint8) take them for any number of rows: dequantising the matrix for torch costs more than the
+    kernel's passes of 8 rows."""
+    quantized = weight.dtype in (torch.int8, torch.uint8)
     rows = x.numel() // x.shape[-1]
     if (
         x.device.type != "cpu"
-        or (rows > KERNEL_ROWS and weight.dtype != torch.int8)
+        or (rows > KERNEL_ROWS and not quantized)
         or x.shape[-1] % 32
         or not weight.is_contiguous()
-        or (weight.dtype != torch.int8 and weight.dtype != x.dtype)
+        or (not quantized and weight.dtype != x.dtype)
         or x.dtype not in (torch.float32, torch.bfloat16)
         or _needs_grad(x, weight)  # training keeps autograd
     ):
@@ -69,6 +75,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def run_kernel(kernel, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """x @ weight.T (times the per-row scale of int8 weights) on the compiled kernel, any leading dims."""
+    """x @ weight.T (times a quantised weight's scales) on the compiled kernel, any leading dims."""
     out = kernel.linear_rows(x.reshape(-1, x.shape[-1]), [weight], [scale])[0]
     return out.view(*x.shape[:-1], weight.shape[0])

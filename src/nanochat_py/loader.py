@@ -10,7 +10,7 @@ from .chatbot import Chatbot
 from .checkpoint import build_config, check_state_dict, normalise_keys, read_tensors
 from .errors import CheckpointError, NanochatError
 from .model import GPT
-from .quantize import quantize_int8
+from .quantize import QUANTIZED, quantize
 from .sources import DEFAULT_MODEL_DIR, default_base_dir, resolve
 from .tokenizer import Tokenizer, load_tokenizer
 
@@ -18,7 +18,7 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 # nanochat trains and runs in bf16 or fp32; fp16 has a finer mantissa than bf16 but a far smaller range (65504)
 FP16 = (
     "fp16 is not supported: nanochat models are trained in bf16, and fp16's smaller range can overflow them; "
-    "use bf16 (or fp32; int8 on CPU)"
+    "use bf16 (or fp32; int8 or int4 on CPU)"
 )
 
 
@@ -41,7 +41,7 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """fp32 on CPU and MPS by default (exact, and bf16 files are upcast); bf16 on CUDA. ("int8": see `load`.)"""
+    """fp32 on CPU and MPS by default (exact, and bf16 files are upcast); bf16 on CUDA. (int8/int4: see `load`.)"""
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     if dtype in (torch.float32, torch.bfloat16):
@@ -49,7 +49,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     if dtype == torch.float16 or str(dtype).lower() in ("fp16", "float16", "half"):
         raise NanochatError(FP16)
     if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
-        raise NanochatError(f"unknown dtype {str(dtype)[:40]!r}; use fp32, bf16 or int8 (CPU)")
+        raise NanochatError(f"unknown dtype {str(dtype)[:40]!r}; use fp32, bf16, int8 or int4 (CPU)")
     return DTYPES[dtype.lower()]
 
 
@@ -66,15 +66,16 @@ def load(
 ) -> Chatbot:
     """Load any nanochat checkpoint (see the README for the accepted sources) ready to chat.
 
-    dtype "int8" quantises every large matrix to int8 weights (fp32 activations; CPU only: quantize.py).
+    dtype "int8" or "int4" quantises every large matrix to int8 or int4 weights (fp32 activations; CPU only:
+    quantize.py).
     phase/tag/step pick a checkpoint inside a nanochat base dir; `tokenizer` points at one explicitly;
     any other keyword overrides a ModelConfig field (e.g. softcap=20 for a G3 checkpoint).
     """
     device = pick_device(device)  # bad flags are refused before any file is read
-    int8 = isinstance(dtype, str) and dtype.lower() == "int8"
-    if int8 and device.type != "cpu":
-        raise NanochatError(f"int8 runs on the CPU only (its kernel is a CPU one); on {device.type} use bf16")
-    dtype = torch.float32 if int8 else pick_dtype(dtype, device)
+    quantized = dtype.lower() if isinstance(dtype, str) and dtype.lower() in QUANTIZED else None
+    if quantized and device.type != "cpu":
+        raise NanochatError(f"{quantized} runs on the CPU only (its kernel is a CPU one); on {device.type} use bf16")
+    dtype = torch.float32 if quantized else pick_dtype(dtype, device)
     if source is None:
         source = _default_source()
     files = resolve(source, phase=phase, tag=tag, step=step)
@@ -86,11 +87,14 @@ def load(
     with torch.device("meta"):
         model = GPT(config)
     check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, where)
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    model.eval().requires_grad_(False)
-    if int8:
-        quantize_int8(model)
+    if quantized:  # quantise from the file's dtype, one matrix at a time: no fp32 copy of the whole model
+        model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True, assign=True)
+        del state
+        quantize(model.eval().requires_grad_(False), quantized).to(dtype)  # the rest (embeddings) in fp32
+    else:
+        state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+        model.load_state_dict(state, strict=True, assign=True)
+        model.eval().requires_grad_(False)
 
     tok_path = tokenizer or files.tokenizer
     if tok_path is None:

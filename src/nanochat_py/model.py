@@ -129,10 +129,10 @@ class Block(nn.Module):
         """The same block for one token per row, as one compiled call (kernels/decode.cpp, decode_block)."""
         attn, cfg, B = self.attn, self.attn.config, x.shape[0]
         layers = [attn.c_q, attn.c_k, attn.c_v, attn.c_proj, self.mlp.c_fc, self.mlp.c_proj]
-        scales = [getattr(layer, "scale", None) for layer in layers]  # int8 layers carry one per output row
+        scales = [layer.kernel_scale() for layer in layers]  # quantised layers' scales (linear.py)
         eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
         out = step.kernels.decode_block(
-            x.view(B, -1), [layer.weight for layer in layers], [s if s is None else s.float() for s in scales],
+            x.view(B, -1), [layer.weight for layer in layers], scales,
             cache.k[attn.layer], cache.v[attn.layer], step.positions, -1 if attn.window is None else attn.window,
             step.cos, step.sin, eps, cfg.qk_scale, None if value_embed is None else value_embed.view(B, -1),
             attn.ve_gate.weight if value_embed is not None else None, cfg.ve_gate_scale,

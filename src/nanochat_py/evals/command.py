@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         ".json writes only that report")  # fmt: skip
     p.add_argument("--plot", type=Path, default=None, help="PNG of the run's curves and scores (OUT/eval.png)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    p.add_argument("--dtype", default=None, help="fp32, bf16 or int8 (default: fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--dtype", default=None, help="fp32, bf16, int8 or int4 (default: fp32 on CPU, bf16 on CUDA)")
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -45,7 +45,7 @@ except ImportError:  # Windows: no flock; the atomic rename still keeps builds w
 log = logging.getLogger("nanochat_py")
 
 SOURCE = Path(__file__).with_name("decode.cpp")
-OPS = ("linear_rows", "rms_norm", "decode_block")
+OPS = ("linear_rows", "rms_norm", "decode_block", "dequantize")
 _loaded: dict[bool, SimpleNamespace | None] = {}
 _lock = threading.Lock()
 _enabled = os.environ.get("NANOCHAT_PY_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")

@@ -2,7 +2,7 @@
 // speed is the rate at which these loops stream weights from memory.
 //
 // - linear_rows: y_i = x @ W_i.T for a few rows of x and one or more weights at once (q, k, v in one call),
-//   for fp32, bf16 and int8 (+ per-row scale) weights. Each thread walks whole weight rows front to back,
+//   for fp32, bf16, int8 (+ per-row scale) and int4 (+ per-group scale) weights. Each thread walks whole weight rows front to back,
 //   one sequential stream (measured faster than interleaving several rows), with several independent
 //   accumulators so the loop waits on memory, not on the previous multiply-add.
 // - decode_block: a whole transformer block for one new token per sequence, one call per layer: RMS norms,
@@ -57,13 +57,22 @@ inline void put(T* p, int64_t i, float v) {
   else reinterpret_cast<uint16_t*>(p)[i] = float_to_bf16(v);
 }
 
-// x as the weights' kernels want it: fp32, bf16, or int16 with one scale per row (int8 weights).
+// x as the weights' kernels want it: fp32, bf16, int16 with one scale per row (int8 weights), or int8 in
+// groups of 32 with one scale each (int4 weights, as llama.cpp's q8_0 activations for its Q4_0 weights).
 struct Activations {
   std::vector<float> f32;
   std::vector<uint16_t> bf16;
   std::vector<int16_t> i16;
   std::vector<float> i16_scale;
+  std::vector<int8_t> i8;
+  // int4 kernels sum four products per int32 lane: for each run of four x values, its group's scale and
+  // -8 x their sum (the int4 weights are stored as q + 8 in 0..15; this takes the 8 back out)
+  std::vector<float> i8_lane_scale;
+  std::vector<int32_t> i8_lane_offset;
 };
+
+constexpr int64_t kInt4Group = 32;  // int4 weights: one scale per 32 inputs of a row
+constexpr int64_t kInt4Block = 128;  // a 64-byte block of packed int4: low nibbles k..k+63, high k+64..k+127
 
 Activations prepare(const at::Tensor& x_in, at::ScalarType weight_type) {
   const at::Tensor x = x_in.contiguous();
@@ -79,6 +88,20 @@ Activations prepare(const at::Tensor& x_in, at::ScalarType weight_type) {
   } else if (weight_type == at::kBFloat16) {
     a.bf16.resize(n);
     for (int64_t i = 0; i < n; i++) a.bf16[i] = is_f32 ? float_to_bf16(f[i]) : h[i];
+  } else if (weight_type == at::kByte) {
+    a.i8.resize(n);
+    a.i8_lane_scale.resize(n / 4);
+    a.i8_lane_offset.resize(n / 4);
+    for (int64_t g = 0; g < n; g += kInt4Group) {  // K is a multiple of 128, so groups never straddle rows
+      float amax = 0.f;
+      for (int64_t i = g; i < g + kInt4Group; i++) amax = std::max(amax, std::fabs(value(i)));
+      const float scale = amax > 0.f ? amax / 127.f : 1.f;
+      for (int64_t i = g; i < g + kInt4Group; i++) a.i8[i] = static_cast<int8_t>(std::nearbyint(value(i) / scale));
+      for (int64_t l = g / 4; l < (g + kInt4Group) / 4; l++) {
+        a.i8_lane_scale[l] = scale;
+        a.i8_lane_offset[l] = -8 * (a.i8[4 * l] + a.i8[4 * l + 1] + a.i8[4 * l + 2] + a.i8[4 * l + 3]);
+      }
+    }
   } else {
     // int16 keeps ~4.5 significant digits, far finer than the int8 weights: the product's error is the
     // weights'. An int32 lane sums at most ceil(K / 16) products of |w| <= 127 and |x| <= qmax.
@@ -188,6 +211,51 @@ void dot(const typename T::W* w, const typename T::X* x, int64_t K, float (&out)
     }
 }
 
+// int4 weights (stored q + 8, two a byte) times int8 activations: each 64-byte block is four groups of 32,
+// the low nibbles the block's first 64 inputs and the high ones its next 64, so one AND and one shift unpack
+// it into two vectors of unsigned bytes for the u8 x s8 dot product. Each int32 lane starts from the lane's
+// offset (-8 x its four activations), so it ends holding sum(q * x); then times both scales, in fp32.
+inline __m512i dot_u8s8(__m512i acc, __m512i u, __m512i s) {
+#ifdef __AVX512VNNI__
+  return _mm512_dpbusd_epi32(acc, u, s);
+#else  // |(q + 8) * x| <= 15 * 127: the pairwise int16 sums cannot saturate
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+#endif
+}
+
+template <int M, int R>
+void dot_i4(const uint8_t* w, const at::Half* ws, const Activations& a, int64_t m0, int64_t K, float (&out)[R][M]) {
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  const __m512i low_groups = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i high_groups = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+  const int64_t row_bytes = K / 2, row_groups = K / kInt4Group;
+  __m512 acc[R][M][2];
+  for (int r = 0; r < R; r++)
+    for (int m = 0; m < M; m++) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += kInt4Block)
+    for (int r = 0; r < R; r++) {
+      const uint8_t* wk = w + r * row_bytes + k / 2;
+      if constexpr (M > 1) _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchRows * R * row_bytes), _MM_HINT_T0);
+      const __m512i packed = _mm512_loadu_si512(wk);
+      const __m512i low = _mm512_and_si512(packed, nibble), high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
+      const __m128i half4 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws + r * row_groups + k / kInt4Group));
+      const __m512 scales = _mm512_castps128_ps512(_mm_cvtph_ps(half4));
+      const __m512 s_low = _mm512_permutexvar_ps(low_groups, scales), s_high = _mm512_permutexvar_ps(high_groups, scales);
+      for (int m = 0; m < M; m++) {
+        const int64_t at = (m0 + m) * K + k;
+        const int8_t* x = a.i8.data() + at;
+        const int32_t* offset = a.i8_lane_offset.data() + at / 4;
+        const float* x_scale = a.i8_lane_scale.data() + at / 4;
+        const __m512i d_low = dot_u8s8(_mm512_loadu_si512(offset), low, _mm512_loadu_si512(x));
+        const __m512i d_high = dot_u8s8(_mm512_loadu_si512(offset + 16), high, _mm512_loadu_si512(x + 64));
+        acc[r][m][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d_low), _mm512_mul_ps(s_low, _mm512_loadu_ps(x_scale)), acc[r][m][0]);
+        acc[r][m][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d_high), _mm512_mul_ps(s_high, _mm512_loadu_ps(x_scale + 16)), acc[r][m][1]);
+      }
+    }
+  for (int r = 0; r < R; r++)
+    for (int m = 0; m < M; m++) out[r][m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m][0], acc[r][m][1]));
+}
+
 #else  // portable loops: `omp simd reduction` lets the compiler reorder the sums into vector lanes
 
 struct F32 {
@@ -222,6 +290,27 @@ void dot(const typename T::W* w, const typename T::X* x, int64_t K, float (&out)
     }
 }
 
+template <int M, int R>
+void dot_i4(const uint8_t* w, const at::Half* ws, const Activations& a, int64_t m0, int64_t K, float (&out)[R][M]) {
+  for (int r = 0; r < R; r++)
+    for (int m = 0; m < M; m++) {
+      const uint8_t* wr = w + r * (K / 2);
+      const int64_t at = (m0 + m) * K;
+      float total = 0.f;
+      for (int64_t g = 0; g < K; g += kInt4Group) {
+        int32_t s = 0;
+        for (int64_t i = g; i < g + kInt4Group; i++) {
+          const int64_t j = i % kInt4Block;
+          const uint8_t byte = wr[(i - j) / 2 + j % 64];
+          s += ((j < 64 ? byte & 15 : byte >> 4) - 8) * a.i8[at + i];
+        }
+        total += static_cast<float>(s) * static_cast<float>(ws[r * (K / kInt4Group) + g / kInt4Group]) *
+                 a.i8_lane_scale[(at + g) / 4];
+      }
+      out[r][m] = total;
+    }
+}
+
 #endif
 
 // ---- linear_rows -------------------------------------------------------------------------------------------
@@ -229,6 +318,7 @@ void dot(const typename T::W* w, const typename T::X* x, int64_t K, float (&out)
 struct Weight {
   const void* data;
   const float* scale;  // int8: one per output row
+  const at::Half* group_scale;  // int4: one per 32 inputs of each row
   int64_t rows;
   void* out;  // [M, rows] in the activations' dtype
 };
@@ -252,13 +342,28 @@ void weight_rows(const Weight& w, const typename T::X* x, const float* x_scale, 
     if (n < n1) weight_rows<T, M, 1, OutT>(w, x, x_scale, K, m0, n, n1);
 }
 
+template <int M, int R, typename OutT>
+void int4_rows(const Weight& w, const Activations& a, int64_t K, int64_t m0, int64_t n0, int64_t n1) {
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  float out[R][M];
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    dot_i4<M, R>(data + n * (K / 2), w.group_scale + n * (K / kInt4Group), a, m0, K, out);
+    for (int r = 0; r < R; r++)
+      for (int m = 0; m < M; m++) put(static_cast<OutT*>(w.out), (m0 + m) * w.rows + n + r, out[r][m]);
+  }
+  if constexpr (R > 1)
+    if (n < n1) int4_rows<M, 1, OutT>(w, a, K, m0, n, n1);
+}
+
 template <int M, typename OutT>
 void weight_rows(const Weight& w, at::ScalarType type, const Activations& a, int64_t m0, int64_t K,
                  int64_t n0, int64_t n1) {
   constexpr int R = rows_at_once<M>();
   if (type == at::kFloat) weight_rows<F32, M, R, OutT>(w, a.f32.data(), nullptr, K, m0, n0, n1);
   else if (type == at::kBFloat16) weight_rows<BF16, M, R, OutT>(w, a.bf16.data(), nullptr, K, m0, n0, n1);
-  else weight_rows<I8, M, R, OutT>(w, a.i16.data(), a.i16_scale.data(), K, m0, n0, n1);
+  else if (type == at::kChar) weight_rows<I8, M, R, OutT>(w, a.i16.data(), a.i16_scale.data(), K, m0, n0, n1);
+  else int4_rows<M, R, OutT>(w, a, K, m0, n0, n1);
 }
 
 template <typename OutT>
@@ -282,23 +387,32 @@ std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights,
   TORCH_CHECK(!weights.empty() && weights.size() == scales.size(), "linear_rows: one scale (or None) per weight");
   const int64_t M = x.size(0), K = x.size(1);
   const at::ScalarType type = weights[0].scalar_type();
-  TORCH_CHECK(type == at::kFloat || type == at::kBFloat16 || type == at::kChar, "linear_rows: weights must be fp32, bf16 or int8");
+  TORCH_CHECK(type == at::kFloat || type == at::kBFloat16 || type == at::kChar || type == at::kByte,
+              "linear_rows: weights must be fp32, bf16, int8 or int4 (packed in uint8)");
   TORCH_CHECK(K % 32 == 0, "linear_rows: the input width must be a multiple of 32");
+  TORCH_CHECK(type != at::kByte || K % kInt4Block == 0, "linear_rows: int4 needs an input width that is a multiple of 128");
+  const int64_t columns = type == at::kByte ? K / 2 : K;  // int4: two to a byte
   std::vector<at::Tensor> outs;
   std::vector<Weight> ws;
   std::vector<int64_t> first_row{0};  // weights laid end to end: global row r is in weight i iff first_row[i] <= r
   for (size_t i = 0; i < weights.size(); i++) {
     const at::Tensor& w = weights[i];
-    TORCH_CHECK(w.scalar_type() == type && w.dim() == 2 && w.size(1) == K && w.is_contiguous() && w.device().is_cpu(),
-                "linear_rows: every weight must be a contiguous CPU [N, ", K, "] tensor of one dtype");
+    TORCH_CHECK(w.scalar_type() == type && w.dim() == 2 && w.size(1) == columns && w.is_contiguous() && w.device().is_cpu(),
+                "linear_rows: every weight must be a contiguous CPU [N, ", columns, "] tensor of one dtype");
     const float* s = nullptr;
+    const at::Half* gs = nullptr;
     if (type == at::kChar) {
       TORCH_CHECK(scales[i].has_value() && scales[i]->scalar_type() == at::kFloat && scales[i]->numel() == w.size(0) &&
                       scales[i]->is_contiguous(), "linear_rows: int8 weights need a contiguous fp32 scale per row");
       s = scales[i]->data_ptr<float>();
+    } else if (type == at::kByte) {
+      TORCH_CHECK(scales[i].has_value() && scales[i]->scalar_type() == at::kHalf &&
+                      scales[i]->numel() == w.size(0) * (K / kInt4Group) && scales[i]->is_contiguous(),
+                  "linear_rows: int4 weights need a contiguous fp16 scale per 32 inputs of each row");
+      gs = scales[i]->data_ptr<at::Half>();
     }
     outs.push_back(at::empty({M, w.size(0)}, x.options()));
-    ws.push_back({w.data_ptr(), s, w.size(0), outs.back().data_ptr()});
+    ws.push_back({w.data_ptr(), s, gs, w.size(0), outs.back().data_ptr()});
     first_row.push_back(first_row.back() + w.size(0));
   }
   const Activations a = prepare(x, type);
@@ -315,6 +429,54 @@ std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights,
     });
   }
   return outs;
+}
+
+// ---- dequantize: a quantised matrix as fp32, for products over many rows (prefill), where a matrix-matrix
+// product on the whole matrix beats the row kernels' passes of 8 rows and reading the matrix again for each
+
+at::Tensor dequantize(const at::Tensor& w, const at::Tensor& scale) {
+  TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && w.device().is_cpu() && scale.is_contiguous(),
+              "dequantize: a contiguous 2-D CPU weight and its contiguous scales");
+  const int64_t N = w.size(0);
+  if (w.scalar_type() == at::kChar) {
+    const int64_t K = w.size(1);
+    TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.numel() == N, "dequantize: int8 needs an fp32 scale per row");
+    at::Tensor out = at::empty({N, K}, w.options().dtype(at::kFloat));
+    const int8_t* q = w.data_ptr<int8_t>();
+    const float* s = scale.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; n++)
+#pragma omp simd
+        for (int64_t k = 0; k < K; k++) o[n * K + k] = static_cast<float>(q[n * K + k]) * s[n];
+    });
+    return out;
+  }
+  TORCH_CHECK(w.scalar_type() == at::kByte, "dequantize: int8, or int4 packed in uint8");
+  const int64_t K = w.size(1) * 2;
+  TORCH_CHECK(K % kInt4Block == 0 && scale.scalar_type() == at::kHalf && scale.numel() == N * (K / kInt4Group),
+              "dequantize: int4 needs inputs in blocks of 128 and an fp16 scale per 32 inputs of each row");
+  at::Tensor out = at::empty({N, K}, w.options().dtype(at::kFloat));
+  const uint8_t* q = w.data_ptr<uint8_t>();
+  const at::Half* s = scale.data_ptr<at::Half>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; n++)
+      for (int64_t b = 0; b < K; b += kInt4Block) {
+        const uint8_t* block = q + n * (K / 2) + b / 2;
+        float* row = o + n * K + b;
+        const float low = static_cast<float>(s[n * (K / kInt4Group) + b / kInt4Group]);
+        const float low2 = static_cast<float>(s[n * (K / kInt4Group) + b / kInt4Group + 1]);
+        const float high = static_cast<float>(s[n * (K / kInt4Group) + b / kInt4Group + 2]);
+        const float high2 = static_cast<float>(s[n * (K / kInt4Group) + b / kInt4Group + 3]);
+#pragma omp simd
+        for (int64_t j = 0; j < 64; j++) {
+          row[j] = static_cast<float>((block[j] & 15) - 8) * (j < 32 ? low : low2);
+          row[64 + j] = static_cast<float>((block[j] >> 4) - 8) * (j < 32 ? high : high2);
+        }
+      }
+  });
+  return out;
 }
 
 // ---- rms_norm (the few rows of a decode step: torch's version costs more in dispatch than in arithmetic) ----
@@ -477,6 +639,7 @@ at::Tensor decode_block(const at::Tensor& x, at::TensorList w, at::ArrayRef<c10:
 TORCH_LIBRARY(NANOCHAT_LIBRARY, m) {
   m.def("linear_rows(Tensor x, Tensor[] weights, Tensor?[] scales) -> Tensor[]");
   m.def("rms_norm(Tensor x, float eps) -> Tensor");
+  m.def("dequantize(Tensor weight, Tensor scale) -> Tensor");
   m.def("decode_block(Tensor x, Tensor[] weights, Tensor?[] scales, Tensor(a!) cache_k, Tensor(b!) cache_v, "
         "Tensor positions, int window, Tensor cos, Tensor sin, float eps, float qk_scale, Tensor? value_embed, "
         "Tensor? ve_gate, float ve_gate_scale) -> Tensor");
@@ -485,5 +648,6 @@ TORCH_LIBRARY(NANOCHAT_LIBRARY, m) {
 TORCH_LIBRARY_IMPL(NANOCHAT_LIBRARY, CPU, m) {
   m.impl("linear_rows", &linear_rows);
   m.impl("rms_norm", &rms_norm);
+  m.impl("dequantize", &dequantize);
   m.impl("decode_block", &decode_block);
 }
