@@ -1,11 +1,16 @@
-"""Benchmark `nanochat-py serve`: continuous batching (--max-batch 16) against one request at a time (--max-batch 1).
+"""Benchmark `nanochat-py serve` under load: continuous batching at 1, 4, 16 and 32 concurrent streams, and
+the running streams' inter-token gaps while a long prompt arrives.
 
-For 1, 4 and 16 concurrent streams (different prompts, temperature 1, max_tokens 64 each) it measures the
-aggregate decode throughput (tokens the worker generated / wall time from the first request sent to the
-last stream closed) and the time to first token of each stream (request sent -> first token event), then
-prints a markdown table with the batched/serial ratios.
+1. For each stream count (different prompts, temperature 1, max_tokens 64 each): the aggregate decode
+   throughput (tokens the worker generated / wall time from the first request sent to the last stream
+   closed), its ratio to one stream, the time to first token (request sent -> first token event, p50 and
+   p99 over the streams) and the p99 gap between two tokens of a stream.
+2. Long prompt under load: 15 streams decode (max_tokens 400); once all are running, one request with a
+   ~2,000-token conversation arrives. The gaps between the 15 streams' tokens from that moment until the long
+   request's first token (p50, p99, max) show what its prefill costs everyone else; and its own TTFT.
 
     .venv/bin/python benchmarks/serve_bench.py                      # a random-weight d12-shaped model
+    .venv/bin/python benchmarks/serve_bench.py --dtype bf16         # any --dtype serve takes
     .venv/bin/python benchmarks/serve_bench.py --source <source>    # any source nanochat_py.load takes
     .venv/bin/python benchmarks/serve_bench.py --shape small        # a d4 / 256-wide model, for a quick run
 
@@ -20,7 +25,6 @@ import asyncio
 import json
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,11 +101,11 @@ class Server:
             self.proc.kill()
 
 
-async def one_stream(client: httpx.AsyncClient, prompt: str, max_tokens: int, seed: int) -> float:
-    """Stream one reply to the end; the time to its first token."""
-    body = {"messages": [{"role": "user", "content": prompt}], "temperature": 1.0, "max_tokens": max_tokens,
-            "seed": seed}  # fmt: skip
-    sent, first = time.perf_counter(), None
+async def one_stream(client: httpx.AsyncClient, prompt: str | list, max_tokens: int, seed: int) -> list[float]:
+    """Stream one reply to the end: when it was sent, then when each token event came (perf_counter)."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    body = {"messages": messages, "temperature": 1.0, "max_tokens": max_tokens, "seed": seed}
+    times = [time.perf_counter()]
     async with client.stream("POST", "/chat/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -110,44 +114,86 @@ async def one_stream(client: httpx.AsyncClient, prompt: str, max_tokens: int, se
             event = json.loads(line.removeprefix("data: "))
             if "error" in event:
                 raise RuntimeError(event["error"])
-            if first is None and "token" in event:
-                first = time.perf_counter() - sent
-    if first is None:
+            if "token" in event:
+                times.append(time.perf_counter())
+    if len(times) < 2:
         raise RuntimeError("a stream ended without a token")
-    return first
+    return times
 
 
-async def run_streams(url: str, concurrency: int, max_tokens: int) -> tuple[float, list[float]]:
-    limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0), limits=limits) as client:
+def _client(url: str, streams: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=streams + 1, max_keepalive_connections=streams + 1)
+    return httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0), limits=limits)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def run_streams(url: str, concurrency: int, max_tokens: int) -> tuple[float, list[list[float]]]:
+    async with _client(url, concurrency) as client:
         start = time.perf_counter()
-        ttfts = await asyncio.gather(
+        times = await asyncio.gather(
             *(one_stream(client, PROMPTS[i % len(PROMPTS)], max_tokens, seed=i) for i in range(concurrency))
         )
-        return time.perf_counter() - start, list(ttfts)
+        return time.perf_counter() - start, list(times)
 
 
 def measure(server: Server, concurrency: int, max_tokens: int) -> dict:
     before = server.tokens_served()
-    wall, ttfts = asyncio.run(run_streams(server.url, concurrency, max_tokens))
+    wall, times = asyncio.run(run_streams(server.url, concurrency, max_tokens))
     tokens = server.tokens_served() - before
-    return {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall, "ttft_mean": statistics.mean(ttfts),
-            "ttft_p50": statistics.median(ttfts)}  # fmt: skip
+    ttfts = [t[1] - t[0] for t in times]
+    gaps = [b - a for t in times for a, b in zip(t[1:], t[2:], strict=False)]
+    return {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall, "ttft_p50": percentile(ttfts, 50),
+            "ttft_p99": percentile(ttfts, 99), "gap_p99": percentile(gaps, 99) if gaps else 0.0}  # fmt: skip
 
 
-def table(results: dict, levels: list[int], max_batch: int) -> str:
+def long_conversation(tokens: int) -> list[dict]:
+    """A conversation of about `tokens` tokens (65k tokenizer), in turns of at most 6,000 characters (the server
+    takes 8,000 a message)."""
+    from nanochat_py import load_tokenizer
+
+    tok = load_tokenizer(TOKENIZER)
+    words = [f"w{i % 997}" for i in range(tokens)]
+    while len(tok.encode(" ".join(words))) > tokens:
+        words.pop()
+    text, turns = " ".join(words), []
+    while text:
+        cut = text.rfind(" ", 0, 6000) if len(text) > 6000 else len(text)
+        turns.append({"role": "user" if len(turns) % 2 == 0 else "assistant", "content": text[:cut]})
+        text = text[cut:].strip()
+    if turns[-1]["role"] != "user":
+        turns.append({"role": "user", "content": "and?"})
+    return turns
+
+
+async def long_prompt_under_load(url: str, streams: int, prompt_tokens: int) -> dict:
+    """`streams` running streams; a long prompt arrives; their token gaps until its first token."""
+    long_prompt = long_conversation(prompt_tokens)
+    async with _client(url, streams) as client:
+        running = [asyncio.create_task(one_stream(client, PROMPTS[i % len(PROMPTS)], 400, seed=i))
+                   for i in range(streams)]  # fmt: skip
+        await asyncio.sleep(3.0)  # every stream prefilled and decoding
+        long = await one_stream(client, long_prompt, 4, seed=99)
+        times = await asyncio.gather(*running)
+    sent, arrived = long[0], long[1]
+    window = [b - a for t in times for a, b in zip(t[1:], t[2:], strict=False) if b >= sent and a <= arrived]
+    return {"long_ttft_s": arrived - sent, "gap_p50": percentile(window, 50), "gap_p99": percentile(window, 99),
+            "gap_max": max(window), "gaps": len(window)}  # fmt: skip
+
+
+def table(results: dict[int, dict], levels: list[int]) -> str:
+    one = results[levels[0]]["tok_s"]
     rows = [
-        f"| streams | batched tok/s (--max-batch {max_batch}) | serial tok/s (--max-batch 1) | throughput ratio "
-        "| batched TTFT mean / p50 (s) | serial TTFT mean / p50 (s) | TTFT ratio (mean) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| streams | tok/s | vs 1 stream | TTFT p50 / p99 (s) | inter-token p99 (s) |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for c in levels:
-        b, s = results["batched"][c], results["serial"][c]
-        rows.append(
-            f"| {c} | {b['tok_s']:.1f} | {s['tok_s']:.1f} | {b['tok_s'] / s['tok_s']:.2f}x "
-            f"| {b['ttft_mean']:.3f} / {b['ttft_p50']:.3f} | {s['ttft_mean']:.3f} / {s['ttft_p50']:.3f} "
-            f"| {b['ttft_mean'] / s['ttft_mean']:.2f}x |"
-        )
+        r = results[c]
+        rows.append(f"| {c} | {r['tok_s']:.1f} | {r['tok_s'] / one:.2f}x | {r['ttft_p50']:.3f} / {r['ttft_p99']:.3f} "
+                    f"| {r['gap_p99']:.3f} |")  # fmt: skip
     return "\n".join(rows)
 
 
@@ -155,32 +201,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=None, help="model to serve (default: a random-weight model)")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="d12", help="shape of the random model (d12)")
-    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated stream counts (1,4,16)")
+    parser.add_argument("--dtype", default="fp32", help="--dtype of the server (fp32)")
+    parser.add_argument("--concurrency", default="1,4,16,32", help="comma-separated stream counts (1,4,16,32)")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per reply (64)")
-    parser.add_argument("--max-batch", type=int, default=16, help="--max-batch of the batched server (16)")
-    parser.add_argument("--device", default="cpu", help="--device of the servers (cpu)")
+    parser.add_argument("--long-prompt", type=int, default=2000, help="tokens in the long prompt (2000; 0: skip)")
+    parser.add_argument("--device", default="cpu", help="--device of the server (cpu)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-    extra = ["--device", args.device, "--max-queue", str(max(64, max(levels)))]
+    extra = ["--device", args.device, "--dtype", args.dtype, "--max-queue", str(max(64, max(levels)))]
 
     with tempfile.TemporaryDirectory(prefix="nanochat-bench-") as tmp:
         source = args.source or str(make_model(Path(tmp), args.shape))
-        results: dict[str, dict[int, dict]] = {}
+        results: dict[int, dict] = {}
         started = time.perf_counter()
-        for mode, max_batch in (("batched", args.max_batch), ("serial", 1)):
-            server = Server(source, max_batch, extra)
-            try:
-                measure(server, 2, 4)  # warm-up: first-call overheads stay out of the numbers
-                results[mode] = {}
-                for c in levels:
-                    r = results[mode][c] = measure(server, c, args.max_tokens)
-                    print(f"{mode:8s} streams={c:2d}: {r['tokens']} tokens in {r['wall_s']:.1f} s = "
-                          f"{r['tok_s']:.1f} tok/s, TTFT mean {r['ttft_mean']:.3f} s, p50 {r['ttft_p50']:.3f} s",
-                          file=sys.stderr)  # fmt: skip
-            finally:
-                server.stop()
-        print(f"total benchmark time (both servers): {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    print(table(results, levels, args.max_batch))
+        server = Server(source, max(levels), extra)
+        try:
+            measure(server, 2, 4)  # warm-up: first-call overheads stay out of the numbers
+            for c in levels:
+                r = results[c] = measure(server, c, args.max_tokens)
+                print(f"streams={c:2d}: {r['tokens']} tokens in {r['wall_s']:.1f} s = {r['tok_s']:.1f} tok/s, "
+                      f"TTFT p50 {r['ttft_p50']:.3f} s, p99 {r['ttft_p99']:.3f} s", file=sys.stderr)  # fmt: skip
+            if args.long_prompt:
+                long = asyncio.run(long_prompt_under_load(server.url, 15, args.long_prompt))
+        finally:
+            server.stop()
+        print(f"total benchmark time: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(f"{args.dtype}, {source if args.source else 'random d12-shaped G5'}\n")
+    print(table(results, levels))
+    if args.long_prompt:
+        print(f"\nlong prompt (~{args.long_prompt} tokens) while 15 streams decode: TTFT {long['long_ttft_s']:.2f} s;"
+              f" the streams' inter-token gaps meanwhile: p50 {long['gap_p50']:.3f} s, p99 {long['gap_p99']:.3f} s,"
+              f" max {long['gap_max']:.3f} s ({long['gaps']} gaps)")  # fmt: skip
     return 0
 
 

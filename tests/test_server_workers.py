@@ -204,6 +204,34 @@ def test_a_long_stream_keeps_going_while_hostile_neighbours_join_its_batch(monke
     assert status == 200 and "error" in events[-2] and events[-1] == {"done": True}, events
 
 
+def test_a_long_prompt_is_prefilled_in_chunks_between_the_running_streams_steps(monkeypatch):
+    monkeypatch.setattr(worker_module, "PREFILL_CHUNK", 16)
+    shapes, seen = [], {"long": 0}
+    patch_forward(monkeypatch, lambda ids: shapes.append(tuple(ids.shape)))
+    patch_sampler(monkeypatch, lambda temperature, top_k, top_p: seen.update(long=seen["long"] + (top_k == 7)))
+    question = [{"role": "user", "content": " ".join(f"word{i}" for i in range(40)) + " - what comes next?"}]
+    asked = {"messages": question, "temperature": 0, "max_tokens": 8}
+    results: dict = {}
+    with live_server(make_pool()) as url:
+        wait_ready(url)
+        alone = stream(url, "/chat/completions", asked)  # an idle worker: the prompt in one pass
+        long = threading.Thread(target=lambda: results.update(long=stream(url, "/v1/chat/completions", LONG)))
+        long.start()
+        assert wait_for(lambda: seen["long"] >= 3, 20)
+        shapes.clear()
+        joined = stream(url, "/chat/completions", asked)
+        long.join(60)
+    assert joined == alone, "a prompt prefilled in chunks gets the reply it gets in one pass"
+    status, events = results["long"]
+    assert status == 200 and events[-2]["usage"]["completion_tokens"] == 200
+    prefill = [i for i, (rows, tokens) in enumerate(shapes) if rows == 1 and tokens > 1]
+    assert len(prefill) >= 3, shapes  # the ~60-token prompt, 16 tokens at a time
+    assert all(shapes[i][1] <= 16 for i in prefill), shapes
+    # between two chunks of the prompt, the running stream took its decode step
+    between = [shapes[a + 1 : b] for a, b in zip(prefill, prefill[1:], strict=False)]
+    assert all(any(tokens == 1 for _, tokens in steps) for steps in between), shapes
+
+
 def _openai_text(events: list) -> str:
     return "".join(e["choices"][0]["delta"].get("content") or "" for e in events if isinstance(e, dict))
 

@@ -4,6 +4,10 @@ Continuous batching over a per-row KV cache: a new job is prefilled on its own a
 row; each step then feeds the next token of every active row through the model at once, so concurrent
 chats share the cost of reading the weights. Rows leave as soon as they finish or their client goes away.
 
+While rows are decoding, new prompts are prefilled at most PREFILL_CHUNK tokens between two decode steps
+(one long prompt in several chunks, or several short ones together), so a stream never waits longer
+between two tokens than one chunk's prefill takes; an idle worker prefills a prompt in one go.
+
 Each row samples with its own settings from its own slice of the batch's logits (penalties make a new tensor,
 never writing into the batch's), and logprobs come from those raw logits, before any sampling control.
 
@@ -24,6 +28,7 @@ import torch
 
 from ..engine import Sequence
 from ..errors import NanochatError
+from ..kv_cache import KVCache
 from ..model import GPT
 from ..sampling import TokenHistory, sample_next
 from ..tokenizer import Tokenizer
@@ -34,6 +39,17 @@ from .reply import ReplyText
 
 log = logging.getLogger("nanochat_py.server")
 SHUTTING_DOWN = "the server is shutting down; retry on another instance or after it restarts"
+PREFILL_CHUNK = 256  # prompt tokens prefilled between two decode steps of the running rows
+
+
+class _Prefill:
+    """A job whose prompt is being prefilled, chunk by chunk, into a cache of its own."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.cache: KVCache | None = None
+        self.done = 0  # prompt tokens already in the cache
+        self.logits: list[torch.Tensor] = []  # every position's (prompt logprobs), else the last one's
 
 
 class _Row:
@@ -66,7 +82,7 @@ class Worker:
         self.heartbeat = time.monotonic()  # the last time the loop made progress
         self.warmed_up = threading.Event()  # set once the warm-up step has run (or failed: see warm_up_error)
         self.warm_up_error: str | None = None
-        self._admitting: Job | None = None
+        self._admitting: _Prefill | None = None
         self._on_exit = on_exit
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"nanochat-worker-{index}", daemon=True)
@@ -141,40 +157,77 @@ class Worker:
                 self._fail_all(Failed(f"internal error: {type(e).__name__}"))
 
     def _admit(self) -> None:
-        """Take waiting jobs into free rows (waiting briefly for one when idle)."""
-        while None in self.rows:
-            job = self.pending.get(timeout=0 if self.active else 0.05)
-            if job is None:
+        """Prefill waiting jobs into free rows: PREFILL_CHUNK prompt tokens at most while rows are decoding
+        (waiting briefly for a job when idle)."""
+        budget = None  # no limit while no row is waiting for its next token
+        while True:
+            if budget is None and self.active:
+                budget = PREFILL_CHUNK
+            if budget is not None and budget <= 0:
                 return
-            if job.cancelled:
-                continue
-            slot = self.rows.index(None)
-            self._admitting = job  # in no row yet: if the thread dies now, _fail_all still ends it
+            if self._admitting is None:
+                job = self._next_job()
+                if job is None:
+                    return
+                self._admitting = _Prefill(job)  # in no row yet: if the thread dies now, _fail_all still ends it
+            prefill = self._admitting
             try:
-                self._prefill(slot, job)
+                budget = self._prefill_chunk(prefill, budget)
             except Exception as e:  # only this job is lost; the batch goes on
                 log.exception("worker %d could not start a request", self.index)
-                self._fail_row(slot, job, e)
-            self._admitting = None
+                self._admitting = None
+                self._fail_row(prefill.job, e)
             self.heartbeat = time.monotonic()
 
-    def _prefill(self, slot: int, job: Job) -> None:
-        job.worker = self.index
-        cache = self.model.new_cache(1, len(job.prompt))
-        ids = torch.tensor([job.prompt], dtype=torch.long, device=self.model.device)
+    def _next_job(self) -> Job | None:
+        """The next waiting job, if a row is free for it."""
+        while None in self.rows:
+            job = self.pending.get(timeout=0 if self.active else 0.05)
+            if job is None or not job.cancelled:
+                return job
+        return None
+
+    def _prefill_chunk(self, prefill: _Prefill, budget: int | None) -> int | None:
+        """Feed the next part of a prompt (all of it, with no budget); once it is all in, the job takes its
+        row. Returns the budget left."""
+        job, prompt = prefill.job, prefill.job.prompt
+        if job.cancelled:
+            self._admitting = None
+            return budget
+        if not job.max_tokens and job.prompt_logprobs is None:  # the prompt alone was asked for (echo)
+            self._admitting = None
+            self.requests_served += 1
+            job.send(Finished("length", len(prompt), 0))
+            return budget
+        if prefill.cache is None:
+            job.worker = self.index
+            prefill.cache = self.model.new_cache(1, len(prompt))
+        end = len(prompt) if budget is None else min(len(prompt), prefill.done + budget)
+        ids = torch.tensor([prompt[prefill.done : end]], dtype=torch.long, device=self.model.device)
         if job.prompt_logprobs is not None:  # every position's logits, to score the prompt itself
-            logits = self.model(ids, cache=cache)[0]
+            prefill.logits.append(self.model(ids, cache=prefill.cache)[0])
+        else:
+            prefill.logits = [self.model(ids, cache=prefill.cache, last_only=True)[0]]
+        budget = None if budget is None else budget - (end - prefill.done)
+        prefill.done = end
+        if end == len(prompt):
+            self._admitting = None
+            self._start(prefill)
+        return budget
+
+    def _start(self, prefill: _Prefill) -> None:
+        """A prefilled job: send its prompt logprobs if asked, then give it a row and its first token."""
+        job, logits = prefill.job, torch.cat(prefill.logits)
+        if job.prompt_logprobs is not None:
             job.send(PromptLogprobs(prompt_logprobs(logits, job.prompt, job.prompt_logprobs)))
-            logits = logits[-1:]
-        elif job.max_tokens:
-            logits = self.model(ids, cache=cache, last_only=True)[:, -1]
         if not job.max_tokens:  # the prompt alone was asked for (echo): it takes no row
             self.requests_served += 1
             return job.send(Finished("length", len(job.prompt), 0))
+        slot = self.rows.index(None)
         row = _Row(job, self.tokenizer, self.model.device, self.model.config.vocab_size)
-        self.slots.load_row(slot, cache)
+        self.slots.load_row(slot, prefill.cache)
         self.rows[slot] = row
-        self._emit(slot, row, logits)
+        self._emit(slot, row, logits[-1:])
 
     def _step(self) -> None:
         """Feed every active row its next token; rows past the last active one are not computed at all."""
@@ -191,7 +244,7 @@ class Worker:
                 self._emit(i, row, logits[i : i + 1])
             except Exception as e:  # this row's sampling or text failed: end it alone
                 log.exception("worker %d failed one request", self.index)
-                self._fail_row(i, row.job, e)
+                self._fail_row(row.job, e)
 
     def _emit(self, slot: int, row: _Row, logits: torch.Tensor) -> None:
         """Choose this row's next token, send its text, and free the row when the job is over."""
@@ -232,15 +285,17 @@ class Worker:
                 row.job.send(tail)
         row.job.send(Finished(reason, len(row.job.prompt), row.generated))
 
-    def _fail_row(self, slot: int, job: Job, error: Exception) -> None:
-        if self.rows[slot] is not None and self.rows[slot].job is job:
-            self._release(slot)
+    def _fail_row(self, job: Job, error: Exception) -> None:
+        """End one job with an error, freeing its row if it has one."""
+        for slot, row in enumerate(self.rows):
+            if row is not None and row.job is job:
+                self._release(slot)
         job.send(Failed(f"internal error: {type(error).__name__}"))
 
     def _fail_all(self, failure: Failed) -> None:
         jobs = [self._release(slot).job for slot, row in enumerate(self.rows) if row is not None]
-        if self._admitting is not None and self._admitting not in jobs:
-            jobs.append(self._admitting)
+        if self._admitting is not None and self._admitting.job not in jobs:
+            jobs.append(self._admitting.job)
         self._admitting = None
         for job in jobs:
             job.send(failure)
