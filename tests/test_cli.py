@@ -148,7 +148,7 @@ def test_usage_errors_are_one_line_and_help_still_works(capfd):
         (["-m", "-1"], "--max-tokens"),
         (["--seed", "-1"], "--seed"),
         (["--seed", str(2**64)], "--seed"),
-        (["--dtype", "int4"], "fp32, bf16"),
+        (["--dtype", "int2"], "fp32, bf16"),
         (["--device", "gpu0"], "unknown device"),
         (["-s", "/no/such/dir"], "does not exist"),
         (["-s", str(Path(__file__).parent)], "no checkpoint in"),

@@ -99,12 +99,16 @@ def test_int8_answers_like_fp32(bot):
         nanochat_py.load(device="cpu", dtype="int2")
 
 
-def test_int4_answers_like_fp32(bot):
+def test_int4_keeps_nearly_every_held_out_verdict(bot):
+    from nanochat_py.evals.heldout import answer, judge
     from nanochat_py.quantize import Int4Linear
 
     int4 = nanochat_py.load(device="cpu", dtype="int4")
     assert isinstance(int4.model.lm_head, Int4Linear) and int4.model.dtype == bot.model.dtype
-    for question in ["Who are you?", "What is 123 * 45?", "How many r are in strawberry?", "2+2?",
-                     "what's seven times eight", "What is the capital of France?"]:  # fmt: skip
-        messages = [{"role": "user", "content": question}]
-        assert int4.chat(messages, temperature=0.0, max_tokens=60) == bot.chat(messages, temperature=0.0, max_tokens=60)
+    problems = [p for task, n in (("arithmetic", 100), ("letters", 100), ("identity", 50), ("honesty", 50))
+                for p in _heldout(task, n)]  # fmt: skip
+    verdicts = [(judge(p, answer(bot, p.messages()))["right"], judge(p, answer(int4, p.messages()))["right"])
+                for p in problems]  # fmt: skip
+    # measured: the same verdict on 292 of these 300 (int4 loses 7 and gains 1; 254 replies are identical)
+    assert sum(a == b for a, b in verdicts) >= 0.95 * len(problems)
+    assert sum(b for _, b in verdicts) >= sum(a for a, _ in verdicts) - 0.04 * len(problems)

@@ -40,6 +40,12 @@ def _corpus(tmp: Path) -> Path:
     return text
 
 
+# A warmup and gentler learning rates keep these tiny models out of the chaotic regime of the defaults, where
+# any rounding difference (bf16, another thread count) sends two runs to losses 4-13% apart, and one run of
+# the whole suite saw the base loss climb from 6.2 to 12.3
+STABLE = ["--warmup", "10", "--matrix-lr", "0.01", "--embedding-lr", "0.1", "--scalar-lr", "0.1"]
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> dict[str, Path]:
     """Run the real CLI stages once with tiny settings; the tests below inspect what they wrote."""
@@ -55,7 +61,7 @@ def pipeline(tmp_path_factory) -> dict[str, Path]:
                  "--heldout", "5"]) == 0  # fmt: skip
     assert main(["train", "base", "--depth", "2", "--seq-len", "64", "--data", str(text), "--tokenizer",
                  str(out["tok"]), "--steps", "40", "--batch-size", "8", "--out", str(out["base"]),
-                 "--val-percent", "20", "--eval-every", "10", "--eval-rows", "8", *cli]) == 0  # fmt: skip
+                 "--val-percent", "20", "--eval-every", "10", "--eval-rows", "8", *STABLE, *cli]) == 0  # fmt: skip
     assert main(["train", "sft", "--source", str(out["base"]), "--data", str(out["chat"] / "conversations.jsonl"),
                  "--steps", "30", "--batch-size", "8", "--seq-len", "96", "--matrix-lr", "0.02",
                  "--embedding-lr", "0.3", "--out", str(out["sft"]), *cli]) == 0  # fmt: skip
@@ -97,9 +103,7 @@ def test_base_loss_falls_and_bpb_is_recorded(pipeline):
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
     bpbs = [h["val_bpb"] for h in meta["history"] if "val_bpb" in h]
-    # 40 steps at the default learning rates wobble (step 20 to 40 rose on one seed of six); from step 10 to 40
-    # held-out bpb fell by 0.28 to 1.2 on each of eight seeds
-    assert len(bpbs) == 4 and bpbs[-1] < bpbs[0] - 0.1
+    assert len(bpbs) == 4 and bpbs[-1] < bpbs[0] - 0.5  # 1.0 to 1.6 on each of six seeds, on 1 or 2 threads
     config = meta["model_config"]
     assert (config["generation"], config["n_layer"], config["n_embd"], config["n_head"]) == ("G5", 2, 128, 1)
     assert (pipeline["base"] / "model_000040.pt").is_file() and (pipeline["base"] / "optim_000040.pt").is_file()
@@ -333,9 +337,7 @@ def _losses(directory: Path) -> list[float]:
 def test_bf16_training_follows_fp32(pipeline, tmp_path):
     args = ["train", "base", "--depth", "2", "--seq-len", "64", "--data", str(pipeline["text"]), "--tokenizer",
             str(pipeline["tok"]), "--batch-size", "8", "--steps", "30", "--device", "cpu",
-            # a warmup and gentler LRs keep this tiny model out of the chaotic regime where any rounding
-            # difference (bf16, or another thread count) can send two runs to losses 10% apart
-            "--warmup", "10", "--matrix-lr", "0.01", "--embedding-lr", "0.1", "--scalar-lr", "0.1"]  # fmt: skip
+            *STABLE]  # fmt: skip
     for precision in ("fp32", "bf16"):
         assert main([*args, "--precision", precision, "--out", str(tmp_path / precision)]) == 0
         assert _meta(tmp_path / precision)["train"]["precision"] == precision
