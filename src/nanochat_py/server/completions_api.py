@@ -24,7 +24,7 @@ from .logprobs import CompletionLogprobs, decoded
 from .openapi import errors, event_stream
 from .responses import Completion, CompletionEvent
 from .schemas import CompletionRequest
-from .sse import EventStream, sse
+from .sse import ChoiceStreams, EventStream, Put, sse
 from .tokenizer_api import check_ids, encode_text
 
 
@@ -164,45 +164,33 @@ class _Shape:
             return sse({**self.header(), "choices": [{"index": i, "text": text, "logprobs": logprobs,
                                                       "finish_reason": finish}]})  # fmt: skip
 
-        merged: asyncio.Queue = asyncio.Queue()  # SSE text, or an int: a choice ended, with this many tokens
-
-        async def pump(i: int, job: Job) -> None:
+        async def pump(i: int, job: Job, put: Put) -> None:
             scored = self.body.echo and self.body.logprobs is not None
             if self.body.echo and not scored:  # with logprobs, the echo waits for the prompt's logprobs
-                await merged.put(chunk(i, *self.echoed(i, [])))
+                await put(chunk(i, *self.echoed(i, [])))
             generated = self.completion_logprobs(i)
             async for event in self.ctx.events(job):
                 if isinstance(event, PromptLogprobs) and scored:
-                    await merged.put(chunk(i, *await asyncio.to_thread(self.echoed, i, event.entries)))
+                    await put(chunk(i, *await asyncio.to_thread(self.echoed, i, event.entries)))
                 elif isinstance(event, Delta):
                     if event.logprob is not None:
-                        await merged.put(chunk(i, event.text, generated.add([event.logprob.token], [event.logprob])))
+                        await put(chunk(i, event.text, generated.add([event.logprob.token], [event.logprob])))
                     elif event.text:
-                        await merged.put(chunk(i, event.text))
+                        await put(chunk(i, event.text))
                 elif isinstance(event, Failed):
-                    error = {"message": event.message, "type": "server_error", "param": None}
-                    await merged.put(sse({"error": error}))
-                    await merged.put(0)
+                    await put(sse({"error": {"message": event.message, "type": "server_error", "param": None}}))
+                    await put(0)
                 elif isinstance(event, Finished):
-                    await merged.put(chunk(i, "", finish=_reason(event)))
-                    await merged.put(event.completion_tokens)
+                    await put(chunk(i, "", finish=_reason(event)))
+                    await put(event.completion_tokens)
 
-        tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(jobs)]
-        try:
-            finished, completion_tokens = 0, 0
-            while finished < len(jobs):
-                item = await merged.get()
-                if isinstance(item, int):
-                    finished, completion_tokens = finished + 1, completion_tokens + item
-                else:
-                    yield item
+        async with ChoiceStreams(jobs, pump) as streams:
+            async for item in streams.events():
+                yield item
             if self.body.stream_options and self.body.stream_options.include_usage:
                 unique = self.prompts[:: self.body.n]
-                yield sse({**self.header(), "choices": [], "usage": _usage(unique, completion_tokens)})
+                yield sse({**self.header(), "choices": [], "usage": _usage(unique, streams.completion_tokens)})
             yield sse("[DONE]")
-        finally:
-            for t in tasks:
-                t.cancel()
 
 
 def _joined(first: dict | None, second: dict) -> dict:

@@ -17,7 +17,7 @@ from .logprobs import chat_content
 from .openapi import errors, event_stream
 from .responses import ChatCompletion, Model, ModelList, OpenAIEvent
 from .schemas import OpenAIChatRequest
-from .sse import EventStream, sse
+from .sse import ChoiceStreams, EventStream, Put, sse
 
 
 def openai_router(ctx: Context) -> APIRouter:
@@ -100,36 +100,25 @@ async def _stream(ctx: Context, jobs: list[Job], body: OpenAIChatRequest, comple
             data["usage"] = usage
         return sse(data)
 
-    merged: asyncio.Queue = asyncio.Queue()  # SSE text, or an int: a choice ended, with this many tokens
-
-    async def pump(i: int, job: Job) -> None:
-        await merged.put(chunk(i, {"role": "assistant", "content": ""}))
+    async def pump(i: int, job: Job, put: Put) -> None:
+        await put(chunk(i, {"role": "assistant", "content": ""}))
         async for event in ctx.events(job):
             if isinstance(event, Delta):
                 if event.text or event.logprob is not None:
-                    await merged.put(chunk(i, {"content": event.text}, logprob=event.logprob))
+                    await put(chunk(i, {"content": event.text}, logprob=event.logprob))
             elif isinstance(event, Failed):
-                await merged.put(sse({"error": {"message": event.message, "type": "server_error", "param": None}}))
-                await merged.put(0)
+                await put(sse({"error": {"message": event.message, "type": "server_error", "param": None}}))
+                await put(0)
             elif isinstance(event, Finished):
-                await merged.put(chunk(i, {}, _reason(event)))
-                await merged.put(event.completion_tokens)
+                await put(chunk(i, {}, _reason(event)))
+                await put(event.completion_tokens)
 
-    tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(jobs)]
-    try:
-        finished, completion_tokens = 0, 0
-        while finished < len(jobs):
-            item = await merged.get()
-            if isinstance(item, int):
-                finished, completion_tokens = finished + 1, completion_tokens + item
-            else:
-                yield item
+    async with ChoiceStreams(jobs, pump) as streams:
+        async for item in streams.events():
+            yield item
         if body.stream_options and body.stream_options.include_usage:
-            yield chunk(0, {}, usage=_usage(jobs, completion_tokens))
+            yield chunk(0, {}, usage=_usage(jobs, streams.completion_tokens))
         yield sse("[DONE]")
-    finally:
-        for t in tasks:
-            t.cancel()
 
 
 def _reason(end: Finished) -> str:
