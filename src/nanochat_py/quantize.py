@@ -31,6 +31,14 @@ class QuantizedLinear(Linear):
     # reads it once per 8 rows, and each int4 block costs more to unpack than it does to read
     matmul_rows: int | None = None
 
+    def __init__(self, weight: torch.Tensor, stored: torch.Tensor, scale: torch.Tensor):
+        """`weight` is the float matrix being replaced; `stored` and `scale` are what it becomes."""
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=False, device="meta")
+        del self.weight
+        self.register_buffer("weight", stored)
+        self.register_buffer("scale", scale)
+
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         raise NotImplementedError
 
@@ -45,13 +53,10 @@ class QuantizedLinear(Linear):
 
 class Int8Linear(QuantizedLinear):
     def __init__(self, weight: torch.Tensor):
-        out_features, in_features = weight.shape
-        super().__init__(in_features, out_features, bias=False, device="meta")
         w = weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127
-        del self.weight
-        self.register_buffer("weight", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scale", scale)  # fp32 (a model cast to bf16 afterwards casts it too: kernel_scale)
+        # the scale is fp32 (a model cast to bf16 afterwards casts it too: kernel_scale)
+        super().__init__(weight, (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8), scale)
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         return (self.weight.float() * self.scale[:, None]).to(dtype)
@@ -64,13 +69,9 @@ class Int4Linear(QuantizedLinear):
     matmul_rows = 96  # a d12 MLP matrix: 128 rows 3.5 ms dequantised vs 4.2 in the kernel, 512 rows 9.7 vs 16.9
 
     def __init__(self, weight: torch.Tensor):
-        out_features, in_features = weight.shape
-        super().__init__(in_features, out_features, bias=False, device="meta")
         q, scale = quantize_groups(weight.detach().float())
-        del self.weight
-        self.register_buffer("weight", pack_int4(q))  # uint8 [out, in / 2]
-        # fp16 bits held as int16, so that casting the model (to bf16, say) leaves them alone
-        self.register_buffer("scale", scale.view(torch.int16))
+        # uint8 [out, in / 2]; the fp16 scales held as int16 bits, so casting the model (to bf16, say) leaves them
+        super().__init__(weight, pack_int4(q), scale.view(torch.int16))
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         scale = self.scale.view(torch.float16).float().repeat_interleave(INT4_GROUP, dim=1)
