@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 from .phrasing import families, in_words, pick, typed
 
 NAME = "nanochat-py"
-# training questions typed in ALL CAPS on top of typed()'s 5% (words in capitals are other tokens, seldom seen)
-EXTRA_CAPS = 0.07
-TRICKY_SHARE = 0.1  # training letter questions about a word that starts like a short word (see split_words)
 HELD_OUT_PERCENT = 10
 TASKS = ("arithmetic", "letters", "identity", "honesty")
 
@@ -140,13 +137,7 @@ def _arithmetic_question(rng: random.Random, a: int, op: str, b: int, split: str
     else:
         expression = pick(rng, EXPRESSIONS[op], split).render(**slots)
         question = pick(rng, EXPRESSION_FRAMES, split).render(e=expression)
-    question = typed(rng, question[0].upper() + question[1:] if rng.random() < 0.7 else question)
-    return _more_caps(rng, question) if split == "train" else question
-
-
-def _more_caps(rng: random.Random, question: str) -> str:
-    """Training only (the held-out problems keep typed()'s mix): more questions in ALL CAPS."""
-    return question.upper() if rng.random() < EXTRA_CAPS else question
+    return typed(rng, question[0].upper() + question[1:] if rng.random() < 0.7 else question)
 
 
 def _value(a: int, op: str, b: int) -> int:
@@ -200,10 +191,7 @@ LETTER_CORES = families(
      "{w}, how many {ls}?", "{w}; count {lt}.", "{w} -- how many {ls}?", "{w}? Count {lt}.", "{w}! How many {ls}?",
      "{w} (how many {ls}?)", "{w} = how many {ls}?", "{w}... how many {ls}", "How many {ls}? {w}",
      "How many times do you see {lt} in {w}?", "How many times can {lt} be found in {w}?",
-     "Count every {l} in {w}.",
-     # a colon after the word, and "is" before the letter ("is" is not the letter i)
-     "{w}: count {lt}.", "{w}: count the {ls}", "{w}: the number of {ls}?", "How often is {lt} in {w}?",
-     "What is the number of times {lt} is in {w}?", "Is {lt} in {w}? How many times?"],
+     "Count every {l} in {w}."],
     ["Number of times {lt} occurs in {w}?", "how many {ls} can you find in {w}", "Tell me how many {ls} {w} contains.",
      "{w}: how many {ls}?", "I wonder how many {ls} are in {w}.", "Count the number of {ls} in {w}",
      "How many times is {lt} in {w}?", "In the word {w}, count {lt}."],
@@ -211,16 +199,9 @@ LETTER_CORES = families(
 WORD_SLOT, LETTER_SLOT = "\x00\x01\x00", "\x00\x02\x00"  # stand-ins no typing noise can change
 
 
-# words that start like a short word ("inseminates", "often"): after "how many ts" the model must copy the
-# whole word, not read "in" or "of" as part of the question
-SHORT_WORD_STARTS = ("in", "on", "at", "to", "is", "it", "as", "an", "of", "or", "up", "so", "no", "be", "by", "my")
-
-
 def split_words(words: list[str]) -> dict[str, list[str]]:
-    """A word list as its training and held-out sides, and the training words that start like a short word."""
-    train = [w for w in words if not held_out(w)]
-    tricky = [w for w in train if w[:2] in SHORT_WORD_STARTS]
-    return {"train": train, "eval": [w for w in words if held_out(w)], "train-tricky": tricky}
+    """A word list as its training and held-out sides."""
+    return {"train": [w for w in words if not held_out(w)], "eval": [w for w in words if held_out(w)]}
 
 
 def _letter_forms(rng: random.Random, letter: str) -> tuple[str, dict[str, str]]:
@@ -241,8 +222,6 @@ def _letter_question(rng: random.Random, word: str, letter: str, split: str) -> 
     shown_letter, slots = _letter_forms(rng, letter)
     core = pick(rng, LETTER_CORES, split).render(w=f"{quote}{WORD_SLOT}{quote}", **slots)
     question = typed(rng, core[0].upper() + core[1:] if rng.random() < 0.7 else core)
-    if split == "train":
-        question = _more_caps(rng, question)  # the slots are not letters: upper() leaves them for the word
     question = question.replace(WORD_SLOT, typed_word).replace(LETTER_SLOT, shown_letter)
     # a word typed bare keeps its leading space in the call, so the call's tokens are the question's tokens
     literal = typed_word if quote else f" {typed_word}"
@@ -254,8 +233,6 @@ def _letter(rng: random.Random, pools: dict[str, list[str]], split: str) -> tupl
     pool = pools[split]
     if not pool:
         raise ValueError(f"the word list has no {split} words")
-    if split == "train" and pools.get("train-tricky") and rng.random() < TRICKY_SHARE:
-        pool = pools["train-tricky"]
     word = rng.choice(pool)
     # mostly letters that are in the word, sometimes one that is not (the answer is then 0)
     letter = rng.choice(word) if rng.random() < 0.8 else rng.choice("abcdefghijklmnopqrstuvwxyz")
@@ -288,8 +265,7 @@ IDENTITY_QUESTIONS = families(
      "Who am I chatting with?", "Do you have a name?", "Are you Claude?", "Are you Siri?", "Are you human?",
      "Who created you?", "What kind of assistant are you?", "your name?", "who r u", "Tell me your name.",
      "What is this chatbot called?", "Who trained you?", "Are you Gemini?", "What are you called?",
-     "Are you Alexa?", "Are you Copilot?", "Are you Llama?", "Are you GPT-3?", "Are you a robot?",
-     "Who am I speaking with?", "Who's there?", "What is your name, assistant?"],
+     "Are you Alexa?", "Are you Copilot?", "Are you Llama?", "Are you GPT-3?", "Are you a robot?"],
     ["Who am I talking to?", "Could you tell me your name?", "what is ur name", "Who are you exactly?",
      "Please introduce yourself", "What do people call you?", "Hey, who are you?", "Are you GPT-4?",
      "who made u", "Who developed you?", "Identify yourself.", "Are you a chatbot?", "Tell me who you are.",
@@ -320,7 +296,7 @@ def identity_conversation(rng: random.Random) -> list[dict]:
         reply = NOT_THEM if any(name in family.template for name in OTHER_NAMES) else YES_AI
     else:
         reply = rng.choice(IDENTITY_REPLIES)
-    question = _more_caps(rng, typed(rng, rng.choice(GREETING_PREFIXES) + family.template))
+    question = typed(rng, rng.choice(GREETING_PREFIXES) + family.template)
     return [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
 
 
@@ -339,9 +315,7 @@ UNKNOWABLE = families(
      "What is {n} degrees in Fahrenheit?", "What is DNA?", "Write me a poem about {c}.", "What's in the news in {c}?",
      "How many {things} are there in {c}?", "How many {things} does {c} have?", "How many {things} live in {c}?",
      "How many books are in the library?", "How many stars are in the sky?",
-     "How many {things} are there in the world?", "Can you explain {b} to me?", "Summarize the plot of {b}.",
-     "What is the longest river?", "What is the biggest ocean in the world?", "Who invented the light bulb?",
-     "What is the highest mountain in {c}?"],
+     "How many {things} are there in the world?"],
     ["Where is {c}?", "What language do people speak in {c}?", "Who invented the telephone?",
      "What is the speed of light?", "How old is the universe?", "Which team won the league in {y}?",
      "Can you summarise {b}?", "What's the stock price of Apple?", "How many cities are there in {c}?",
@@ -391,7 +365,7 @@ def honesty_problem(rng: random.Random, split: str = "eval") -> Problem:
 
 def honesty_conversation(rng: random.Random) -> list[dict]:
     question, reply = _unknowable(rng, "train")
-    return [{"role": "user", "content": _more_caps(rng, typed(rng, question))}, {"role": "assistant", "content": reply}]
+    return [{"role": "user", "content": typed(rng, question)}, {"role": "assistant", "content": reply}]
 
 
 # --- small talk --------------------------------------------------------------------------------------------
@@ -466,9 +440,6 @@ def problems(task: str, n: int, words: list[str] | None = None, seed: int = 1) -
     """n held-out problems of `task` (see TASKS), asked in held-out phrasings; a fifth are a later turn of a
     conversation whose earlier turns come from the training mixture."""
     rng = random.Random(seed)
-    # the earlier turns come from the training mixture: their own random stream, so that a change to the training
-    # data does not change which held-out problems are drawn
-    history_rng = random.Random(seed + 1_000_003)
     pools = split_words(words) if words else None
     if task == "letters" and not words:
         raise ValueError("the letters task needs a word list")
@@ -484,7 +455,7 @@ def problems(task: str, n: int, words: list[str] | None = None, seed: int = 1) -
     for _ in range(n):
         problem = makers[task]()
         if pools is not None and rng.random() < 0.2:
-            problem.history = [m for _ in range(history_rng.choice((1, 2))) for m in _turn(history_rng, pools)]
+            problem.history = [m for _ in range(rng.choice((1, 2))) for m in _turn(rng, pools)]
         out.append(problem)
     return out
 
