@@ -194,10 +194,9 @@ class Worker:
         if job.cancelled:
             self._admitting = None
             return budget
-        if not job.max_tokens and job.prompt_logprobs is None:  # the prompt alone was asked for (echo)
+        if not job.max_tokens and job.prompt_logprobs is None:  # echo alone: no forward pass is needed
             self._admitting = None
-            self.requests_served += 1
-            job.send(Finished("length", len(prompt), 0))
+            self._finish_echo(job)
             return budget
         if prefill.cache is None:
             job.worker = self.index
@@ -220,14 +219,18 @@ class Worker:
         job, logits = prefill.job, torch.cat(prefill.logits)
         if job.prompt_logprobs is not None:
             job.send(PromptLogprobs(prompt_logprobs(logits, job.prompt, job.prompt_logprobs)))
-        if not job.max_tokens:  # the prompt alone was asked for (echo): it takes no row
-            self.requests_served += 1
-            return job.send(Finished("length", len(job.prompt), 0))
+        if not job.max_tokens:
+            return self._finish_echo(job)
         slot = self.rows.index(None)
         row = _Row(job, self.tokenizer, self.model.device, self.model.config.vocab_size)
         self.slots.load_row(slot, prefill.cache)
         self.rows[slot] = row
         self._emit(slot, row, logits[-1:])
+
+    def _finish_echo(self, job: Job) -> None:
+        """A job that asked for its prompt alone (echo, max_tokens 0) ends without taking a row."""
+        self.requests_served += 1
+        job.send(Finished("length", len(job.prompt), 0))
 
     def _step(self) -> None:
         """Feed every active row its next token; rows past the last active one are not computed at all."""
