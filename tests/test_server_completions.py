@@ -231,7 +231,9 @@ def test_a_batch_of_rows_with_different_controls_leaves_each_row_its_own(url, bo
             most_active = max(most_active, poller.get("/stats").json()["workers"][0]["active_requests"])
     for t in threads:
         t.join()
-    assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in results), results
+    assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in results), [
+        r.text if isinstance(r, httpx.Response) else repr(r) for r in results
+    ]
     assert results[0].json()["choices"][0]["text"] == greedy
     assert most_active >= 2, "the rows were never decoded together"
 
