@@ -82,6 +82,26 @@ def test_letter_calls_carry_the_word_as_typed():
         assert word in p.question and word.lower() in WORDS
 
 
+def test_held_out_problems_do_not_move_when_the_training_data_changes(monkeypatch):
+    """Earlier turns come from the training mixture; a change to it must not redraw the held-out set."""
+    before = [p.to_dict() for task in tasks.TASKS for p in tasks.problems(task, 200, WORDS, seed=4)]
+    monkeypatch.setattr(tasks, "EXTRA_CAPS", 0.9)  # the training side asks differently ...
+    monkeypatch.setattr(tasks, "TRICKY_SHARE", 0.9)
+    after = [p.to_dict() for task in tasks.TASKS for p in tasks.problems(task, 200, WORDS, seed=4)]
+    assert [(p["question"], p["call"]) for p in after] == [(p["question"], p["call"]) for p in before]
+    assert any(p.get("history") != q.get("history") for p, q in zip(before, after, strict=True))  # ... it did
+
+
+def test_training_asks_in_capitals_and_about_words_that_start_like_short_words():
+    users = [m["content"] for c in tasks.conversations(3000, WORDS + ["inlet", "often", "tonic"], seed=8)
+             for m in c["messages"] if m["role"] == "user"]  # fmt: skip
+    caps = [q for q in users if q.strip().isupper()]
+    assert 0.055 < len(caps) / len(users) < 0.1  # 3.4% from typed() alone (letter questions keep the word)
+    tricky = [q for q in users if any(w in q.lower() for w in ("inlet", "often", "tonic"))]
+    assert len(tricky) > 50  # 3 words among ~470 training words, yet a tenth of the letter questions
+    assert tasks.split_words(["inlet", "bale"])["train-tricky"] == ["inlet"]
+
+
 def test_questions_vary_like_typing():
     questions = [p.question for p in tasks.problems("arithmetic", 400, seed=2)]
     assert any(q.endswith("\n") for q in questions) and any("  " in q for q in questions)
@@ -126,3 +146,20 @@ def test_mixed_rows_holds_the_asked_share_of_text():
     assert int(mixed.mask[30:].sum()) == 10 * 9  # text rows are trained on in full
     with pytest.raises(Exception, match="text-share"):
         mixed_rows(conv, text, 1.0)
+
+
+def test_training_has_questions_that_look_like_another_skill():
+    """Hard negatives: "one" and "number" that are not operands, "is ... in {country}" and plural nouns after
+    "how many" that are not letter counting, "a"/"u" that are words: the tiny model otherwise reaches for the
+    letter tool (or reads "one" as 1) whenever a question has one of these."""
+    convs = tasks.conversations(6000, WORDS, seed=12)
+    firsts = [c["messages"][:2] for c in convs]
+    calls = {m[0]["content"]: m[1]["content"][0]["text"] for m in firsts if isinstance(m[1]["content"], list)}
+    one_not_operand = [q for q, call in calls.items() if " one " in f" {q.lower()} " and "1" not in call.split("'")[0]]
+    assert len([q for q in one_not_operand if "number" not in q.lower()]) > 20
+    assert len([q for q, call in calls.items() if "number " in q.lower() and ".count(" not in call]) > 50
+    plain = [m[0]["content"].lower() for m in firsts if isinstance(m[1]["content"], str)]
+    countries = [c.lower() for c in tasks.COUNTRIES]
+    assert len([q for q in plain if " is " in q and any(f" in {c}" in q for c in countries)]) > 20
+    assert len([q for q in plain if q.strip().startswith("how many") and "there in" in q]) > 20
+    assert any("ur name" in q for q in plain) and any(q.strip().startswith("u a bot") for q in plain)

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from .phrasing import families, in_words, pick, typed
 
 NAME = "nanochat-py"
+# training questions typed in ALL CAPS on top of typed()'s 5% (words in capitals are other tokens, seldom seen)
+EXTRA_CAPS = 0.07
+TRICKY_SHARE = 0.1  # training letter questions about a word that starts like a short word (see split_words)
 HELD_OUT_PERCENT = 10
 TASKS = ("arithmetic", "letters", "identity", "honesty")
 
@@ -51,23 +54,30 @@ class Problem:
 # cores: the expression itself; "{a}" and "{b}" are the operands as written (digits or words)
 EXPRESSIONS = {
     "+": families(["{a} + {b}", "{a}+{b}", "{a} plus {b}", "the sum of {a} and {b}", "{a} and {b} added together",
-                   "{a} added to {b}", "the total of {a} and {b}"],
+                   "{a} added to {b}", "the total of {a} and {b}",
+                   # "number" before an operand (held-out questions say "the number {b}")
+                   "number {a} plus number {b}", "the sum of the numbers {a} and {b}"],
                   ["{a} +{b}", "{a} plus the number {b}"], "plus"),
     "-": families(["{a} - {b}", "{a}-{b}", "{a} minus {b}", "the difference between {a} and {b}",
-                   "{a} take away {b}", "{a} less {b}"],
+                   "{a} take away {b}", "{a} less {b}",
+                   "number {a} minus number {b}", "the difference of the numbers {a} and {b}"],
                   ["{a} -{b}", "{a} minus the number {b}"], "minus"),
     "*": families(["{a} * {b}", "{a}*{b}", "{a} times {b}", "{a} x {b}", "{a} multiplied by {b}",
-                   "the product of {a} and {b}", "{a} X {b}"],
+                   "the product of {a} and {b}", "{a} X {b}",
+                   "number {a} times number {b}", "the product of the numbers {a} and {b}"],
                   ["{a} *{b}", "{a} times the number {b}"], "times"),
-    "sq": families(["{a} squared", "the square of {a}", "{a} to the power of two"], ["the number {a} squared"],
+    "sq": families(["{a} squared", "the square of {a}", "{a} to the power of two", "the square of the number {a}"],
+                   ["the number {a} squared"],
                    "square"),
 }  # fmt: skip
 # imperative cores: a request that names the operation
 REQUESTS = {
-    "+": families(["add {a} and {b}", "add {b} to {a}", "sum {a} and {b}"], ["add up {a} and {b}"], "add"),
+    "+": families(["add {a} and {b}", "add {b} to {a}", "sum {a} and {b}", "add the numbers {a} and {b}"],
+                  ["add up {a} and {b}"], "add"),
     "-": families(["subtract {b} from {a}", "take {b} away from {a}", "take away {b} from {a}"],
                   ["subtract {b} from the number {a}"], "subtract"),
-    "*": families(["multiply {a} by {b}", "multiply {a} and {b}", "multiply {a} with {b}"],
+    "*": families(["multiply {a} by {b}", "multiply {a} and {b}", "multiply {a} with {b}",
+                   "multiply the numbers {a} and {b}"],
                   ["multiply the number {a} by {b}"], "multiply"),
     "sq": families(["square {a}", "square the number {a}"], ["work out the square of {a}"], "square-it"),
 }  # fmt: skip
@@ -81,14 +91,17 @@ EXPRESSION_FRAMES = families(
      # inside a longer sentence, as people write to a chat box
      "Hello! {e}?", "I have a question. {e}?", "{e}, what is it?", "{e}. What's the answer?",
      "Question for you: how much is {e}?", "my homework says {e}, what is it", "Do {e} for me.",
-     "Hey there, could you tell me {e}?", "Thanks! And {e}?"],
+     "Hey there, could you tell me {e}?", "Thanks! And {e}?",
+     # "one" that is not an operand
+     "One more question: what is {e}?", "I have one more for you: {e}", "Just one thing, what's {e}?"],
     ["What's the value of {e}?", "I was wondering what {e} is.", "Can you tell me what {e} equals?",
      "Hi! What is {e}?", "{e} is what?", "Figure out {e} for me.", "Any idea what {e} is?", "So what's {e}?",
      "My teacher asked me {e}. What's the answer?", "Ok, {e}?", "Work out {e} please", "hey can u do {e}"],
     "frame")  # fmt: skip
 REQUEST_FRAMES = families(
     ["{r}", "{r}.", "Please {r}.", "Can you {r}?", "Could you {r} for me?", "{r}, please.", "I want you to {r}.",
-     "Now {r}.", "Hi, can you {r}?", "Please {r} for me.", "Hey, {r}.", "Next, {r}."],
+     "Now {r}.", "Hi, can you {r}?", "Please {r} for me.", "Hey, {r}.", "Next, {r}.",
+     "One more thing: {r}.", "I need one favour, {r}."],
     ["Would you {r}?", "I'd like you to {r}.", "Help me {r}.", "Quick one: {r}."], "request")  # fmt: skip
 OPERATION_WORDS = {"+": "plus", "-": "minus", "*": "times"}
 
@@ -137,7 +150,13 @@ def _arithmetic_question(rng: random.Random, a: int, op: str, b: int, split: str
     else:
         expression = pick(rng, EXPRESSIONS[op], split).render(**slots)
         question = pick(rng, EXPRESSION_FRAMES, split).render(e=expression)
-    return typed(rng, question[0].upper() + question[1:] if rng.random() < 0.7 else question)
+    question = typed(rng, question[0].upper() + question[1:] if rng.random() < 0.7 else question)
+    return _more_caps(rng, question) if split == "train" else question
+
+
+def _more_caps(rng: random.Random, question: str) -> str:
+    """Training only (the held-out problems keep typed()'s mix): more questions in ALL CAPS."""
+    return question.upper() if rng.random() < EXTRA_CAPS else question
 
 
 def _value(a: int, op: str, b: int) -> int:
@@ -191,7 +210,10 @@ LETTER_CORES = families(
      "{w}, how many {ls}?", "{w}; count {lt}.", "{w} -- how many {ls}?", "{w}? Count {lt}.", "{w}! How many {ls}?",
      "{w} (how many {ls}?)", "{w} = how many {ls}?", "{w}... how many {ls}", "How many {ls}? {w}",
      "How many times do you see {lt} in {w}?", "How many times can {lt} be found in {w}?",
-     "Count every {l} in {w}."],
+     "Count every {l} in {w}.",
+     # a colon after the word, and "is" before the letter ("is" is not the letter i)
+     "{w}: count {lt}.", "{w}: count the {ls}", "{w}: the number of {ls}?", "How often is {lt} in {w}?",
+     "What is the number of times {lt} is in {w}?", "Is {lt} in {w}? How many times?"],
     ["Number of times {lt} occurs in {w}?", "how many {ls} can you find in {w}", "Tell me how many {ls} {w} contains.",
      "{w}: how many {ls}?", "I wonder how many {ls} are in {w}.", "Count the number of {ls} in {w}",
      "How many times is {lt} in {w}?", "In the word {w}, count {lt}."],
@@ -199,9 +221,16 @@ LETTER_CORES = families(
 WORD_SLOT, LETTER_SLOT = "\x00\x01\x00", "\x00\x02\x00"  # stand-ins no typing noise can change
 
 
+# words that start like a short word ("inseminates", "often"): after "how many ts" the model must copy the
+# whole word, not read "in" or "of" as part of the question
+SHORT_WORD_STARTS = ("in", "on", "at", "to", "is", "it", "as", "an", "of", "or", "up", "so", "no", "be", "by", "my")
+
+
 def split_words(words: list[str]) -> dict[str, list[str]]:
-    """A word list as its training and held-out sides."""
-    return {"train": [w for w in words if not held_out(w)], "eval": [w for w in words if held_out(w)]}
+    """A word list as its training and held-out sides, and the training words that start like a short word."""
+    train = [w for w in words if not held_out(w)]
+    tricky = [w for w in train if w[:2] in SHORT_WORD_STARTS]
+    return {"train": train, "eval": [w for w in words if held_out(w)], "train-tricky": tricky}
 
 
 def _letter_forms(rng: random.Random, letter: str) -> tuple[str, dict[str, str]]:
@@ -222,6 +251,8 @@ def _letter_question(rng: random.Random, word: str, letter: str, split: str) -> 
     shown_letter, slots = _letter_forms(rng, letter)
     core = pick(rng, LETTER_CORES, split).render(w=f"{quote}{WORD_SLOT}{quote}", **slots)
     question = typed(rng, core[0].upper() + core[1:] if rng.random() < 0.7 else core)
+    if split == "train":
+        question = _more_caps(rng, question)  # the slots are not letters: upper() leaves them for the word
     question = question.replace(WORD_SLOT, typed_word).replace(LETTER_SLOT, shown_letter)
     # a word typed bare keeps its leading space in the call, so the call's tokens are the question's tokens
     literal = typed_word if quote else f" {typed_word}"
@@ -233,6 +264,8 @@ def _letter(rng: random.Random, pools: dict[str, list[str]], split: str) -> tupl
     pool = pools[split]
     if not pool:
         raise ValueError(f"the word list has no {split} words")
+    if split == "train" and pools.get("train-tricky") and rng.random() < TRICKY_SHARE:
+        pool = pools["train-tricky"]
     word = rng.choice(pool)
     # mostly letters that are in the word, sometimes one that is not (the answer is then 0)
     letter = rng.choice(word) if rng.random() < 0.8 else rng.choice("abcdefghijklmnopqrstuvwxyz")
@@ -265,7 +298,10 @@ IDENTITY_QUESTIONS = families(
      "Who am I chatting with?", "Do you have a name?", "Are you Claude?", "Are you Siri?", "Are you human?",
      "Who created you?", "What kind of assistant are you?", "your name?", "who r u", "Tell me your name.",
      "What is this chatbot called?", "Who trained you?", "Are you Gemini?", "What are you called?",
-     "Are you Alexa?", "Are you Copilot?", "Are you Llama?", "Are you GPT-3?", "Are you a robot?"],
+     "Are you Alexa?", "Are you Copilot?", "Are you Llama?", "Are you GPT-3?", "Are you a robot?",
+     "Who am I speaking with?", "Who's there?", "What is your name, assistant?",
+     # "a", "u" and "ur" are words here, not letters to count
+     "Is this a computer program?", "u a bot?", "tell me ur name", "ur name pls", "Are you an assistant?"],
     ["Who am I talking to?", "Could you tell me your name?", "what is ur name", "Who are you exactly?",
      "Please introduce yourself", "What do people call you?", "Hey, who are you?", "Are you GPT-4?",
      "who made u", "Who developed you?", "Identify yourself.", "Are you a chatbot?", "Tell me who you are.",
@@ -296,7 +332,7 @@ def identity_conversation(rng: random.Random) -> list[dict]:
         reply = NOT_THEM if any(name in family.template for name in OTHER_NAMES) else YES_AI
     else:
         reply = rng.choice(IDENTITY_REPLIES)
-    question = typed(rng, rng.choice(GREETING_PREFIXES) + family.template)
+    question = _more_caps(rng, typed(rng, rng.choice(GREETING_PREFIXES) + family.template))
     return [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
 
 
@@ -315,7 +351,11 @@ UNKNOWABLE = families(
      "What is {n} degrees in Fahrenheit?", "What is DNA?", "Write me a poem about {c}.", "What's in the news in {c}?",
      "How many {things} are there in {c}?", "How many {things} does {c} have?", "How many {things} live in {c}?",
      "How many books are in the library?", "How many stars are in the sky?",
-     "How many {things} are there in the world?"],
+     "How many {things} are there in the world?", "Can you explain {b} to me?", "Summarize the plot of {b}.",
+     # "is ... in {c}": a country is not a word whose letters are counted
+     "What time is it in {c}?", "Is it cold in {c} today?", "What is the best food in {c}?",
+     "Who is the king in {c}?", "Which river is the longest in {c}?", "Which ocean is the deepest?",
+     "What was the top song in {y}?", "Which country won the most medals in {y}?"],
     ["Where is {c}?", "What language do people speak in {c}?", "Who invented the telephone?",
      "What is the speed of light?", "How old is the universe?", "Which team won the league in {y}?",
      "Can you summarise {b}?", "What's the stock price of Apple?", "How many cities are there in {c}?",
@@ -344,7 +384,9 @@ BOOKS = ("The Silent Shore", "Blue River", "A Winter Road", "The Glass Garden", 
          "The Last Orchard", "Seven Doors")  # fmt: skip
 # what "how many ... in {c}" asks about when it is not letter counting (held-out questions ask about cities)
 THINGS = ("people", "cars", "rivers", "lakes", "schools", "airports", "islands", "trees", "hospitals", "dogs",
-          "mountains", "bridges", "languages", "museums", "farms", "towns", "children", "doctors", "birds")  # fmt: skip
+          "mountains", "bridges", "languages", "museums", "farms", "towns", "children", "doctors", "birds", "cats",
+          "cows", "shops", "churches", "castles", "banks", "parks", "roads", "teachers", "villages", "beaches",
+          "cinemas", "stadiums", "cafes", "students", "horses")  # fmt: skip
 DICTIONARY_WORDS = ("serendipity", "ephemeral", "quorum", "lattice", "nostalgia", "osmosis", "paradox")
 
 
@@ -365,7 +407,7 @@ def honesty_problem(rng: random.Random, split: str = "eval") -> Problem:
 
 def honesty_conversation(rng: random.Random) -> list[dict]:
     question, reply = _unknowable(rng, "train")
-    return [{"role": "user", "content": typed(rng, question)}, {"role": "assistant", "content": reply}]
+    return [{"role": "user", "content": _more_caps(rng, typed(rng, question))}, {"role": "assistant", "content": reply}]
 
 
 # --- small talk --------------------------------------------------------------------------------------------
@@ -411,9 +453,9 @@ def _turn(rng: random.Random, pools: dict[str, list[str]]) -> list[dict]:
     """One exchange of a random kind, in the training mixture's proportions."""
     makers = (
         (0.38, lambda: arithmetic_conversation(rng)),
-        (0.30, lambda: letter_conversation(rng, pools)),
+        (0.28, lambda: letter_conversation(rng, pools)),
         (0.10, lambda: identity_conversation(rng)),
-        (0.12, lambda: honesty_conversation(rng)),
+        (0.14, lambda: honesty_conversation(rng)),
         (0.10, lambda: small_talk_conversation(rng)),
     )
     r, acc = rng.random(), 0.0
@@ -440,6 +482,9 @@ def problems(task: str, n: int, words: list[str] | None = None, seed: int = 1) -
     """n held-out problems of `task` (see TASKS), asked in held-out phrasings; a fifth are a later turn of a
     conversation whose earlier turns come from the training mixture."""
     rng = random.Random(seed)
+    # the earlier turns come from the training mixture: their own random stream, so that a change to the training
+    # data does not change which held-out problems are drawn
+    history_rng = random.Random(seed + 1_000_003)
     pools = split_words(words) if words else None
     if task == "letters" and not words:
         raise ValueError("the letters task needs a word list")
@@ -455,7 +500,7 @@ def problems(task: str, n: int, words: list[str] | None = None, seed: int = 1) -
     for _ in range(n):
         problem = makers[task]()
         if pools is not None and rng.random() < 0.2:
-            problem.history = [m for _ in range(rng.choice((1, 2))) for m in _turn(rng, pools)]
+            problem.history = [m for _ in range(history_rng.choice((1, 2))) for m in _turn(history_rng, pools)]
         out.append(problem)
     return out
 
