@@ -45,11 +45,11 @@ def test_says_who_it_is(bot):
 
 # held-out problems: new numbers and words, asked in phrasings from families training never used (tasks.py).
 # The floors sit a little under what the shipped model scores on these first problems (README: the whole
-# set); issue 13's targets (98% arithmetic and letters, no runaway reply) are not met yet.
+# set, where no reply of 4,000 runs away); issue 13's 98% on arithmetic and letters is not met yet.
 @pytest.mark.parametrize(
     ("task", "n", "least", "most_runaway"),
-    [("arithmetic", 100, 0.94, 0.02), ("letters", 100, 0.85, 0.05), ("identity", 60, 0.95, 0.0),
-     ("honesty", 60, 0.78, 0.06)],
+    [("arithmetic", 100, 0.94, 0.0), ("letters", 100, 0.93, 0.0), ("identity", 60, 0.95, 0.0),
+     ("honesty", 60, 0.78, 0.0)],
 )  # fmt: skip
 def test_held_out_phrasings(bot, task, n, least, most_runaway):
     result = accuracy(bot, _heldout(task, n))
@@ -68,8 +68,9 @@ def test_held_out_phrasings(bot, task, n, least, most_runaway):
         ("How many times does the letter e appear in the word bookkeeper?", "bookkeeper'.lower().count('e') = 3]"),
         ("count the letter s in Mississippi", "Mississippi'.lower().count('s') = 4]"),
         ("number of times 'r' occurs in 'strawberry'", "strawberry'.lower().count('r') = 3]"),
-        # a held-out identity family: this model answers it with a letter count (README, "where it still fails")
-        pytest.param("Who am I talking to?", "nanochat-py", marks=pytest.mark.xfail(strict=True, reason="known")),
+        ("Who am I talking to?", "nanochat-py"),  # a held-out identity family the model before this one failed
+        ("Quick one: add up 402 and 427", "[calculator: 402+427 = 829]"),  # "one" is not an operand
+        ("what is ur name", "nanochat-py"),  # "ur" is not a word whose letters are counted
         ("What is the capital of France?", "know"),
     ],
 )
