@@ -45,7 +45,7 @@ RECIPE = {
     "conversations": 200000,
     "heldout": 1000,
     # a fifth of the rows are pretraining text, so the chat model keeps modelling text as well as its base
-    "sft": ["--steps", "6500", "--batch-size", "16", "--seq-len", "256", "--matrix-lr", "0.01",
+    "sft": ["--steps", "6000", "--batch-size", "16", "--seq-len", "256", "--matrix-lr", "0.01",
             "--embedding-lr", "0.15", "--unembedding-lr", "0.002", "--scalar-lr", "0.25", "--eval-every", "1000",
             "--text-share", "0.2", "--compile"],
 }  # fmt: skip

@@ -5,7 +5,6 @@ and the judge refuses a reply that is wrong in any one way."""
 from __future__ import annotations
 
 import random
-import re
 
 import pytest
 import torch
@@ -153,7 +152,7 @@ def test_training_has_questions_that_look_like_another_skill():
     """Hard negatives: "one" and "number" that are not operands, "is ... in {country}" and plural nouns after
     "how many" that are not letter counting, "a"/"u" that are words: the tiny model otherwise reaches for the
     letter tool (or reads "one" as 1) whenever a question has one of these."""
-    convs = tasks.conversations(10000, WORDS, seed=12)
+    convs = tasks.conversations(6000, WORDS, seed=12)
     firsts = [c["messages"][:2] for c in convs]
     calls = {m[0]["content"]: m[1]["content"][0]["text"] for m in firsts if isinstance(m[1]["content"], list)}
     one_not_operand = [q for q, call in calls.items() if " one " in f" {q.lower()} " and "1" not in call.split("'")[0]]
@@ -164,13 +163,3 @@ def test_training_has_questions_that_look_like_another_skill():
     assert len([q for q in plain if " is " in q and any(f" in {c}" in q for c in countries)]) > 20
     assert len([q for q in plain if q.strip().startswith("how many") and "there in" in q]) > 20
     assert any("ur name" in q for q in plain) and any(q.strip().startswith("u a bot") for q in plain)
-
-
-def test_training_shouts_numbers_in_words_more_often():
-    """ALL-CAPS number words ("SIXTEEN FROM THE NUMBER FORTY-NINE") are rare tokens: twice the share of capitals."""
-    rng = random.Random(5)
-    asked = [tasks.arithmetic_conversation(rng)[0]["content"] for _ in range(20000)]
-    words = [q for q in asked if re.search(r"[a-z]{3,}", q.lower()) and not re.search(r"\d", q)]
-    digits = [q for q in asked if re.search(r"\d", q) and not any(w in q.lower() for w in phrasing.ONES[1:])]
-    caps_share = [sum(q.strip().isupper() for q in qs) / len(qs) for qs in (words, digits)]
-    assert caps_share[0] > 1.5 * caps_share[1], caps_share
