@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -96,25 +95,10 @@ class LlamaServer:
                "--no-webui"]  # fmt: skip
         env = {**os.environ, "LD_LIBRARY_PATH": str(binary.parent)}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"llama-server exited with {self.proc.returncode}:\n{self.proc.stderr.read()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit("llama-server was not ready within 300 s")
+        serve_bench.wait_until_ready(self.proc, self.url, "llama-server")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        serve_bench.stop_process(self.proc)
 
 
 async def llama_stream(client: httpx.AsyncClient, prompt: list[int], max_tokens: int, seed: int) -> list[float]:
@@ -132,57 +116,18 @@ async def llama_stream(client: httpx.AsyncClient, prompt: list[int], max_tokens:
         "stream": True,
         "return_tokens": True,
     }
-    times = [time.perf_counter()]
-    async with client.stream("POST", "/completion", json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            event = json.loads(line.removeprefix("data: "))
-            if "error" in event:
-                raise RuntimeError(event["error"])
-            times.extend(time.perf_counter() for _ in event.get("tokens", []))
-    if len(times) < 2:
-        raise RuntimeError("a stream ended without a token")
-    return times
-
-
-def summary(wall: float, times: list[list[float]]) -> dict:
-    tokens = sum(len(t) - 1 for t in times)
-    ttfts = [t[1] - t[0] for t in times]
-    gaps = [b - a for t in times for a, b in zip(t[1:], t[2:], strict=False)]
-    pct = serve_bench.percentile
-    return {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall, "ttft_p50": pct(ttfts, 50),
-            "ttft_p99": pct(ttfts, 99), "gap_p99": pct(gaps, 99) if gaps else 0.0}  # fmt: skip
-
-
-async def streams(url: str, stream, prompts: list, concurrency: int, max_tokens: int) -> dict:
-    async with serve_bench._client(url, concurrency) as client:
-        start = time.perf_counter()
-        times = await asyncio.gather(
-            *(stream(client, prompts[i % len(prompts)], max_tokens, i) for i in range(concurrency))
-        )
-        return summary(time.perf_counter() - start, list(times))
-
-
-async def long_prompt_under_load(url: str, stream, prompts: list, long_prompt) -> dict:
-    """15 running streams; a long prompt arrives; their token gaps until its first token."""
-    async with serve_bench._client(url, 16) as client:
-        running = [asyncio.create_task(stream(client, prompts[i % len(prompts)], 400, i)) for i in range(15)]
-        await asyncio.sleep(3.0)  # every stream prefilled and decoding
-        long = await stream(client, long_prompt, 4, 99)
-        times = await asyncio.gather(*running)
-    sent, arrived = long[0], long[1]
-    window = [b - a for t in times for a, b in zip(t[1:], t[2:], strict=False) if b >= sent and a <= arrived]
-    pct = serve_bench.percentile
-    return {"long_ttft_s": arrived - sent, "gap_p50": pct(window, 50), "gap_p99": pct(window, 99),
-            "gap_max": max(window), "gaps": len(window)}  # fmt: skip
+    return await serve_bench.stream_times(client, "/completion", body, lambda event: len(event.get("tokens", [])))
 
 
 def run_engine(url: str, stream, prompts: list, long_prompt, levels: list[int], max_tokens: int) -> dict:
-    asyncio.run(streams(url, stream, prompts, 2, 4))  # warm-up: first-call overheads stay out of the numbers
-    out = {c: asyncio.run(streams(url, stream, prompts, c, max_tokens)) for c in levels}
-    out["long"] = asyncio.run(long_prompt_under_load(url, stream, prompts, long_prompt))
+    """serve_bench's measurements on one server; tokens are the stream events that carry them."""
+    asyncio.run(serve_bench.run_streams(url, 2, 4, stream, prompts))  # warm-up: first-call overheads stay out
+    out: dict = {}
+    for c in levels:
+        wall, times = asyncio.run(serve_bench.run_streams(url, c, max_tokens, stream, prompts))
+        tokens = sum(len(t) - 1 for t in times)
+        out[c] = {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall, **serve_bench.latencies(times)}
+    out["long"] = asyncio.run(serve_bench.long_prompt_under_load(url, 15, long_prompt, stream, prompts))
     return out
 
 

@@ -77,36 +77,51 @@ class Server:
         cmd = [sys.executable, "-m", "nanochat_py.cli", "serve", "--source", source, "--host", "127.0.0.1",
                "--port", str(self.port), "--max-batch", str(max_batch), *extra]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the server exited with {self.proc.returncode}:\n{self.proc.stderr.read()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit("the server was not ready within 300 s")
+        wait_until_ready(self.proc, self.url, "the server")
 
     def tokens_served(self) -> int:
         return sum(w["tokens_served"] for w in httpx.get(self.url + "/stats", timeout=10).json()["workers"])
 
     def stop(self) -> None:
-        self.proc.terminate()
+        stop_process(self.proc)
+
+
+def wait_until_ready(proc: subprocess.Popen, url: str, what: str) -> None:
+    """Wait (at most 300 s) until `url`/health answers 200; exit with the process's stderr if it dies first."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}")
         try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_process(proc)
+    raise SystemExit(f"{what} was not ready within 300 s")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 async def one_stream(client: httpx.AsyncClient, prompt: str | list, max_tokens: int, seed: int) -> list[float]:
     """Stream one reply to the end: when it was sent, then when each token event came (perf_counter)."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     body = {"messages": messages, "temperature": 1.0, "max_tokens": max_tokens, "seed": seed}
+    return await stream_times(client, "/chat/completions", body, lambda event: 1 if "token" in event else 0)
+
+
+async def stream_times(client: httpx.AsyncClient, path: str, body: dict, tokens_of) -> list[float]:
+    """POST `body` to `path` and read its server-sent events to the end: when it was sent, then when each token
+    came (`tokens_of(event)`: how many tokens an event carries)."""
     times = [time.perf_counter()]
-    async with client.stream("POST", "/chat/completions", json=body) as r:
+    async with client.stream("POST", path, json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: "):
@@ -114,8 +129,7 @@ async def one_stream(client: httpx.AsyncClient, prompt: str | list, max_tokens: 
             event = json.loads(line.removeprefix("data: "))
             if "error" in event:
                 raise RuntimeError(event["error"])
-            if "token" in event:
-                times.append(time.perf_counter())
+            times.extend(time.perf_counter() for _ in range(tokens_of(event)))
     if len(times) < 2:
         raise RuntimeError("a stream ended without a token")
     return times
@@ -131,23 +145,31 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def run_streams(url: str, concurrency: int, max_tokens: int) -> tuple[float, list[list[float]]]:
+async def run_streams(
+    url: str, concurrency: int, max_tokens: int, stream=one_stream, prompts: list = PROMPTS
+) -> tuple[float, list[list[float]]]:
+    """`concurrency` streams at once (`stream`: one_stream, or another server's): wall time, each one's times."""
     async with _client(url, concurrency) as client:
         start = time.perf_counter()
         times = await asyncio.gather(
-            *(one_stream(client, PROMPTS[i % len(PROMPTS)], max_tokens, seed=i) for i in range(concurrency))
+            *(stream(client, prompts[i % len(prompts)], max_tokens, i) for i in range(concurrency))
         )
         return time.perf_counter() - start, list(times)
+
+
+def latencies(times: list[list[float]]) -> dict:
+    """TTFT p50/p99 and the p99 gap between two tokens of a stream, from run_streams' times."""
+    ttfts = [t[1] - t[0] for t in times]
+    gaps = [b - a for t in times for a, b in zip(t[1:], t[2:], strict=False)]
+    return {"ttft_p50": percentile(ttfts, 50), "ttft_p99": percentile(ttfts, 99),
+            "gap_p99": percentile(gaps, 99) if gaps else 0.0}  # fmt: skip
 
 
 def measure(server: Server, concurrency: int, max_tokens: int) -> dict:
     before = server.tokens_served()
     wall, times = asyncio.run(run_streams(server.url, concurrency, max_tokens))
     tokens = server.tokens_served() - before
-    ttfts = [t[1] - t[0] for t in times]
-    gaps = [b - a for t in times for a, b in zip(t[1:], t[2:], strict=False)]
-    return {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall, "ttft_p50": percentile(ttfts, 50),
-            "ttft_p99": percentile(ttfts, 99), "gap_p99": percentile(gaps, 99) if gaps else 0.0}  # fmt: skip
+    return {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall, **latencies(times)}
 
 
 def long_conversation(tokens: int) -> list[dict]:
@@ -169,14 +191,14 @@ def long_conversation(tokens: int) -> list[dict]:
     return turns
 
 
-async def long_prompt_under_load(url: str, streams: int, prompt_tokens: int) -> dict:
+async def long_prompt_under_load(
+    url: str, streams: int, long_prompt, stream=one_stream, prompts: list = PROMPTS
+) -> dict:
     """`streams` running streams; a long prompt arrives; their token gaps until its first token."""
-    long_prompt = long_conversation(prompt_tokens)
     async with _client(url, streams) as client:
-        running = [asyncio.create_task(one_stream(client, PROMPTS[i % len(PROMPTS)], 400, seed=i))
-                   for i in range(streams)]  # fmt: skip
+        running = [asyncio.create_task(stream(client, prompts[i % len(prompts)], 400, i)) for i in range(streams)]
         await asyncio.sleep(3.0)  # every stream prefilled and decoding
-        long = await one_stream(client, long_prompt, 4, seed=99)
+        long = await stream(client, long_prompt, 4, 99)
         times = await asyncio.gather(*running)
     sent, arrived = long[0], long[1]
     window = [b - a for t in times for a, b in zip(t[1:], t[2:], strict=False) if b >= sent and a <= arrived]
@@ -222,7 +244,7 @@ def main() -> int:
                 print(f"streams={c:2d}: {r['tokens']} tokens in {r['wall_s']:.1f} s = {r['tok_s']:.1f} tok/s, "
                       f"TTFT p50 {r['ttft_p50']:.3f} s, p99 {r['ttft_p99']:.3f} s", file=sys.stderr)  # fmt: skip
             if args.long_prompt:
-                long = asyncio.run(long_prompt_under_load(server.url, 15, args.long_prompt))
+                long = asyncio.run(long_prompt_under_load(server.url, 15, long_conversation(args.long_prompt)))
         finally:
             server.stop()
         print(f"total benchmark time: {time.perf_counter() - started:.0f} s", file=sys.stderr)
