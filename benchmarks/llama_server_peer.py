@@ -131,25 +131,15 @@ def run_engine(url: str, stream, prompts: list, long_prompt, levels: list[int], 
     return out
 
 
-def prompts_as_ids(long_tokens: int) -> tuple[list[list[int]], list[int]]:
-    """Our chat prompts as the token ids our server renders, and a long prompt of as many tokens as ours."""
+def prompts_as_ids(long_messages: list[dict]) -> tuple[list[list[int]], list[int]]:
+    """Our chat prompts, and the long conversation, as the token ids our server renders for them."""
     from nanochat_py import load_tokenizer
     from nanochat_py.conversation import render_for_completion
 
     tok = load_tokenizer(serve_bench.TOKENIZER)
     short = [render_for_completion(tok, [{"role": "user", "content": p}]) for p in serve_bench.PROMPTS]
-    long = render_for_completion(tok, serve_bench.long_conversation(long_tokens))
+    long = render_for_completion(tok, long_messages)
     return short, long
-
-
-def table(name: str, results: dict, levels: list[int]) -> list[str]:
-    one = results[levels[0]]["tok_s"]
-    rows = []
-    for c in levels:
-        r = results[c]
-        rows.append(f"| {name} | {c} | {r['tok_s']:.1f} | {r['tok_s'] / one:.2f}x | {r['ttft_p50']:.3f} / "
-                    f"{r['ttft_p99']:.3f} | {r['gap_p99']:.3f} |")  # fmt: skip
-    return rows
 
 
 def main() -> int:
@@ -176,15 +166,15 @@ def main() -> int:
 
     import torch
 
+    from nanochat_py.config import config_for
+
     threads = torch.get_num_threads()
-    short_ids, long_ids = prompts_as_ids(args.long_prompt)
     long_messages = serve_bench.long_conversation(args.long_prompt)
+    short_ids, long_ids = prompts_as_ids(long_messages)
     report: dict = {"threads": threads, "dtypes": {}}
     ours_stream = serve_bench.one_stream  # a native /chat/completions stream
     with tempfile.TemporaryDirectory(prefix="nanochat-bench-") as tmp:
         source = str(serve_bench.make_model(Path(tmp), "d12"))
-        from nanochat_py.config import config_for
-
         config = config_for("G5", sequence_len=2048, vocab_size=65536, **serve_bench.SHAPES["d12"])
         twin = llama_cpp_peer.llama_shape(config)
         files = {d: llama_cpp_peer.gguf_file(python, llama_cpp_peer.MODELS, "d12", twin, PAIRS[d]) for d in dtypes}
@@ -201,8 +191,9 @@ def main() -> int:
             finally:
                 theirs_server.stop()
             report["dtypes"][dtype] = {"ours": mine, "llama_server": theirs, "gguf": PAIRS[dtype]}
-            print(f"{dtype}: 16 streams ours {mine[16]['tok_s'] if 16 in mine else 0:.1f} tok/s, llama-server "
-                  f"{theirs[16]['tok_s'] if 16 in theirs else 0:.1f}", file=sys.stderr)  # fmt: skip
+            top = levels[-1]
+            print(f"{dtype}: {top} streams ours {mine[top]['tok_s']:.1f} tok/s, llama-server "
+                  f"{theirs[top]['tok_s']:.1f}", file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -210,8 +201,8 @@ def main() -> int:
     print("| server, precision | streams | tok/s | vs 1 stream | TTFT p50 / p99 (s) | inter-token p99 (s) |")
     print("|---|---:|---:|---:|---:|---:|")
     for dtype, r in report["dtypes"].items():
-        print("\n".join(table(f"nanochat-py {dtype}", r["ours"], levels)))
-        print("\n".join(table(f"llama-server {r['gguf']}", r["llama_server"], levels)))
+        print("\n".join(serve_bench.table_rows(r["ours"], levels, f"nanochat-py {dtype}")))
+        print("\n".join(serve_bench.table_rows(r["llama_server"], levels, f"llama-server {r['gguf']}")))
     print("\nlong prompt while 15 streams decode: | its TTFT (s) | streams' gap p50 / p99 / max (s) |")
     for dtype, r in report["dtypes"].items():
         for name, side in ((f"nanochat-py {dtype}", r["ours"]), (f"llama-server {r['gguf']}", r["llama_server"])):

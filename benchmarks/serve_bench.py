@@ -207,16 +207,19 @@ async def long_prompt_under_load(
 
 
 def table(results: dict[int, dict], levels: list[int]) -> str:
-    one = results[levels[0]]["tok_s"]
-    rows = [
+    header = [
         "| streams | tok/s | vs 1 stream | TTFT p50 / p99 (s) | inter-token p99 (s) |",
         "|---:|---:|---:|---:|---:|",
     ]
-    for c in levels:
-        r = results[c]
-        rows.append(f"| {c} | {r['tok_s']:.1f} | {r['tok_s'] / one:.2f}x | {r['ttft_p50']:.3f} / {r['ttft_p99']:.3f} "
-                    f"| {r['gap_p99']:.3f} |")  # fmt: skip
-    return "\n".join(rows)
+    return "\n".join(header + table_rows(results, levels))
+
+
+def table_rows(results: dict[int, dict], levels: list[int], first_cell: str | None = None) -> list[str]:
+    """One markdown row per stream count (after `first_cell`, e.g. which server, if given)."""
+    one = results[levels[0]]["tok_s"]
+    lead = "| " if first_cell is None else f"| {first_cell} | "
+    return [f"{lead}{c} | {r['tok_s']:.1f} | {r['tok_s'] / one:.2f}x | {r['ttft_p50']:.3f} / {r['ttft_p99']:.3f} "
+            f"| {r['gap_p99']:.3f} |" for c in levels for r in [results[c]]]  # fmt: skip
 
 
 def main() -> int:
