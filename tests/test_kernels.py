@@ -136,6 +136,22 @@ def test_kernel_decode_equals_torch_decode(generation, per_row):
     torch.testing.assert_close(fast, plain, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("head_dim", [16, 48, 64, 128, 256])  # 64/128/256 take the AVX-512 loops, 16/48 the plain one
+@torch.inference_mode()
+def test_kernel_attention_equals_torch_at_every_head_width(head_dim):
+    model = random_model("G5", n_head=2, n_kv_head=1, n_embd=2 * head_dim, short_window=12)
+    ids = torch.randint(0, model.config.vocab_size, (2, 40))  # 21-40 keys: every remainder of 4 keys
+    fast = _decode(model, ids, 21, per_row=True)
+    with kernels.switched_off():
+        plain = _decode(model, ids, 21, per_row=True)
+    torch.testing.assert_close(fast, plain, atol=2e-5, rtol=0)
+    bf16 = bench.variant_of(model, "bf16")
+    fast = _decode(bf16, ids, 21, per_row=True).float()
+    with kernels.switched_off():
+        plain = _decode(bf16, ids, 21, per_row=True).float()
+    assert (fast - plain).abs().max() < 0.05 * plain.abs().max()
+
+
 @torch.inference_mode()
 def test_bf16_int8_and_int4_kernel_decode_stay_close_to_fp32():
     model = random_model("G5", short_window=12, n_embd=128)  # int4 takes inputs in blocks of 128

@@ -16,7 +16,12 @@ from torch import nn
 
 from . import kernels
 
-KERNEL_ROWS = 8  # beyond this many rows torch's matrix-matrix product catches up (benchmarks/README.md)
+KERNEL_ROWS = 8  # beyond this many rows torch's fp32 matrix-matrix product catches up (benchmarks/README.md)
+# bf16 without AMX: torch's bf16 product runs on the same dot-product instruction as the kernel, which reads
+# each weight once however many rows, so the kernel stays ahead for a while longer (a d12 decode step of 16
+# rows 1.10x, a 16-token prefill 1.27x; 32 tokens 0.93x: benchmarks/README.md). With AMX, oneDNN's tiles win
+# as soon as there are a few rows.
+BF16_KERNEL_ROWS = KERNEL_ROWS if torch.cpu._is_amx_tile_supported() else 16
 
 
 class Linear(nn.Linear):
@@ -41,12 +46,12 @@ def _needs_grad(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def kernel_for(x: torch.Tensor, weight: torch.Tensor):
     """The compiled kernels if they should run this product, else None. Quantised weights (int8, and int4
     packed in uint8) take them for any number of rows: dequantising the matrix for torch costs more than the
-    kernel's passes of 8 rows."""
+    kernel, which reads each weight tile once for all the rows."""
     quantized = weight.dtype in (torch.int8, torch.uint8)
     rows = x.numel() // x.shape[-1]
     if (
         x.device.type != "cpu"
-        or (rows > KERNEL_ROWS and not quantized)
+        or (rows > (BF16_KERNEL_ROWS if x.dtype == torch.bfloat16 else KERNEL_ROWS) and not quantized)
         or x.shape[-1] % 32
         or not weight.is_contiguous()
         or (not quantized and weight.dtype != x.dtype)

@@ -32,7 +32,7 @@
 
 namespace {
 
-constexpr int64_t kMaxRows = 8;  // rows of x per pass over the weights (more rows: several passes)
+constexpr int64_t kMaxRows = 8;  // rows of x per pass over a weight tile (more rows: several passes per tile)
 constexpr int64_t kPrefetchRows = 2;  // how far ahead, in blocks of rows, the slower loops prefetch weights
 
 inline float bf16_to_float(uint16_t b) {
@@ -381,6 +381,20 @@ void run_rows(int64_t M, const Weight& w, at::ScalarType type, const Activations
   }
 }
 
+// Weight rows per tile when x has more rows than one pass takes: a tile stays in the L1 cache while every
+// block of kMaxRows rows of x runs over it, so memory sends each weight once per call, not once per block.
+int64_t tile_rows(int64_t row_bytes) { return std::max<int64_t>(2, (16384 / row_bytes) & ~int64_t{1}); }
+
+// rows [n0, n1) of one weight for all M rows of x
+template <typename OutT>
+void all_rows(int64_t M, int64_t tile, const Weight& w, at::ScalarType type, const Activations& a, int64_t K,
+              int64_t n0, int64_t n1) {
+  if (M <= kMaxRows) return run_rows<OutT>(M, w, type, a, 0, K, n0, n1);
+  for (int64_t t = n0; t < n1; t += tile)
+    for (int64_t m0 = 0; m0 < M; m0 += kMaxRows)
+      run_rows<OutT>(std::min(kMaxRows, M - m0), w, type, a, m0, K, t, std::min(t + tile, n1));
+}
+
 std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights, at::ArrayRef<c10::optional<at::Tensor>> scales) {
   TORCH_CHECK(x.dim() == 2 && x.device().is_cpu(), "linear_rows: x must be a 2-D CPU tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "linear_rows: x must be fp32 or bf16");
@@ -417,17 +431,15 @@ std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights,
   }
   const Activations a = prepare(x, type);
   const bool out_f32 = x.scalar_type() == at::kFloat;
-  for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {
-    const int64_t rows = std::min(kMaxRows, M - m0);
-    at::parallel_for(0, first_row.back(), 64, [&](int64_t r0, int64_t r1) {
-      for (size_t i = 0; i < ws.size(); i++) {
-        const int64_t n0 = std::max(r0, first_row[i]) - first_row[i], n1 = std::min(r1, first_row[i + 1]) - first_row[i];
-        if (n0 >= n1) continue;
-        if (out_f32) run_rows<float>(rows, ws[i], type, a, m0, K, n0, n1);
-        else run_rows<c10::BFloat16>(rows, ws[i], type, a, m0, K, n0, n1);
-      }
-    });
-  }
+  const int64_t tile = tile_rows(columns * at::elementSize(type));
+  at::parallel_for(0, first_row.back(), 64, [&](int64_t r0, int64_t r1) {
+    for (size_t i = 0; i < ws.size(); i++) {
+      const int64_t n0 = std::max(r0, first_row[i]) - first_row[i], n1 = std::min(r1, first_row[i + 1]) - first_row[i];
+      if (n0 >= n1) continue;
+      if (out_f32) all_rows<float>(M, tile, ws[i], type, a, K, n0, n1);
+      else all_rows<c10::BFloat16>(M, tile, ws[i], type, a, K, n0, n1);
+    }
+  });
   return outs;
 }
 
@@ -523,6 +535,90 @@ void rope_norm(const T* in, float* out, const float* cos, const float* sin, int6
   for (int64_t i = 0; i < d; i++) out[i] = out[i] * r * scale;
 }
 
+// One query head over its row's keys first..last (softmax(q.k * scale) . v): `out` gets the d values.
+template <typename T>
+void attend_head_portable(const float* q, const T* keys, const T* values, int64_t st, int64_t first, int64_t last,
+                          int64_t d, float scale, float* scores, float* out) {
+  float best = -INFINITY;
+  for (int64_t t = first; t <= last; t++) {
+    const T* key = keys + t * st;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < d; j++) s += q[j] * load(key, j);
+    scores[t - first] = s * scale;
+    best = std::max(best, scores[t - first]);
+  }
+  float total = 0.f;
+  std::fill(out, out + d, 0.f);
+  for (int64_t t = first; t <= last; t++) {
+    const float p = std::exp(scores[t - first] - best);
+    total += p;
+    const T* value = values + t * st;
+#pragma omp simd
+    for (int64_t j = 0; j < d; j++) out[j] += p * load(value, j);
+  }
+  for (int64_t j = 0; j < d; j++) out[j] /= total;
+}
+
+#ifdef NANOCHAT_AVX512
+template <typename T>
+inline __m512 load16(const T* p) {
+  if constexpr (std::is_same_v<T, float>) return _mm512_loadu_ps(p);
+  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+
+// The same for d = 16 * C: the query and the running sum of values stay in registers (the portable loop
+// reloads and stores its sum for every key), and four keys' scores are summed side by side.
+template <typename T, int C>
+void attend_head_avx512(const float* q, const T* keys, const T* values, int64_t st, int64_t first, int64_t last,
+                        float scale, float* scores, float* out) {
+  __m512 qc[C];
+  for (int c = 0; c < C; c++) qc[c] = _mm512_loadu_ps(q + 16 * c);
+  float best = -INFINITY;
+  int64_t t = first;
+  for (; t + 4 <= last + 1; t += 4) {
+    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int c = 0; c < C; c++)
+      for (int i = 0; i < 4; i++) s[i] = _mm512_fmadd_ps(qc[c], load16(keys + (t + i) * st + 16 * c), s[i]);
+    for (int i = 0; i < 4; i++) {
+      scores[t + i - first] = _mm512_reduce_add_ps(s[i]) * scale;
+      best = std::max(best, scores[t + i - first]);
+    }
+  }
+  for (; t <= last; t++) {
+    __m512 s = _mm512_setzero_ps();
+    for (int c = 0; c < C; c++) s = _mm512_fmadd_ps(qc[c], load16(keys + t * st + 16 * c), s);
+    scores[t - first] = _mm512_reduce_add_ps(s) * scale;
+    best = std::max(best, scores[t - first]);
+  }
+  __m512 acc[C];
+  for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+  float total = 0.f;
+  for (t = first; t <= last; t++) {
+    const float p = std::exp(scores[t - first] - best);
+    total += p;
+    const __m512 pv = _mm512_set1_ps(p);
+    for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(pv, load16(values + t * st + 16 * c), acc[c]);
+  }
+  const __m512 totals = _mm512_set1_ps(total);
+  for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_div_ps(acc[c], totals));
+}
+#endif
+
+template <typename T>
+void attend_head(const float* q, const T* keys, const T* values, int64_t st, int64_t first, int64_t last, int64_t d,
+                 float scale, float* scores, float* out) {
+#ifdef NANOCHAT_AVX512
+  switch (d) {  // nanochat's heads are 128 wide; the tests' small models use the others
+    case 32: return attend_head_avx512<T, 2>(q, keys, values, st, first, last, scale, scores, out);
+    case 64: return attend_head_avx512<T, 4>(q, keys, values, st, first, last, scale, scores, out);
+    case 128: return attend_head_avx512<T, 8>(q, keys, values, st, first, last, scale, scores, out);
+    case 256: return attend_head_avx512<T, 16>(q, keys, values, st, first, last, scale, scores, out);
+  }
+#endif
+  attend_head_portable(q, keys, values, st, first, last, d, scale, scores, out);
+}
+
 template <typename T>
 at::Tensor attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& cache_k,
                           at::Tensor& cache_v, const at::Tensor& positions, int64_t window, const at::Tensor& cos,
@@ -564,25 +660,8 @@ at::Tensor attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Te
       for (int64_t h = g * group; h < (g + 1) * group; h++) {
         rope_norm(qp + b * q.stride(0) + h * d, qv.data(), cos_at, sin_at, d, static_cast<float>(eps),
                   static_cast<float>(qk_scale));
-        float best = -INFINITY;
-        for (int64_t t = first; t <= last; t++) {
-          const T* key = keys + t * st;
-          float s = 0.f;
-#pragma omp simd reduction(+ : s)
-          for (int64_t j = 0; j < d; j++) s += qv[j] * load(key, j);
-          scores[t - first] = s * softmax_scale;
-          best = std::max(best, scores[t - first]);
-        }
-        float total = 0.f;
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t t = first; t <= last; t++) {
-          const float p = std::exp(scores[t - first] - best);
-          total += p;
-          const T* value = values + t * st;
-#pragma omp simd
-          for (int64_t j = 0; j < d; j++) acc[j] += p * load(value, j);
-        }
-        for (int64_t j = 0; j < d; j++) put(yp + b * H * d + h * d, j, acc[j] / total);
+        attend_head(qv.data(), keys, values, st, first, last, d, softmax_scale, scores.data(), acc.data());
+        for (int64_t j = 0; j < d; j++) put(yp + b * H * d + h * d, j, acc[j]);
       }
     }
   });
