@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers.generation.logits_process import MinPLogitsWarper, RepetitionPenaltyLogitsProcessor
 
-from nanochat_py.sampling import Penalties, TokenHistory, sample_next
+from nanochat_py.sampling import Penalties, TokenHistory, sample_next, sample_rows
 
 TINY_TEMPERATURES = [4e-38, 1e-39, 1e-45, 5e-324, 1e-300]  # the scaled logits overflow float32
 TEMPERATURES = [*TINY_TEMPERATURES, 1e-30, 1e-6, 0.6, 1.0, 2.0]
@@ -41,6 +41,23 @@ def test_every_accepted_value_gives_a_valid_token(temperature, top_k, top_p):
     assert tokens.shape == (len(logits),)
     assert ((tokens >= 0) & (tokens < logits.shape[1])).all()
     assert torch.isfinite(logits.gather(1, tokens[:, None])).all()  # never a masked token
+
+
+@pytest.mark.parametrize(
+    "temperature,top_k,top_p,min_p",
+    [(1.0, 50, 1.0, 0.0), (0.6, 0, 1.0, 0.0), (1.0, 0, 0.9, 0.0), (2.0, 200, 0.5, 0.05), (1e-39, 50, 1.0, 0.0),
+     (0.0, 50, 1.0, 0.0)],
+)  # fmt: skip
+def test_rows_sampled_together_draw_what_each_draws_alone(temperature, top_k, top_p, min_p):
+    logits = torch.cat([logits_batch(), torch.randn(6, 1024) * 3])  # 11 rows
+    together = [torch.Generator().manual_seed(100 + i) for i in range(len(logits))]
+    alone = [torch.Generator().manual_seed(100 + i) for i in range(len(logits))]
+    for _ in range(20):  # each generator moves on exactly as it does alone, draw after draw
+        got = sample_rows(logits, together, temperature, top_k, top_p, min_p)
+        want = [
+            int(sample_next(logits[i : i + 1], g, temperature, top_k, top_p, min_p)[0]) for i, g in enumerate(alone)
+        ]
+        assert got.tolist() == want
 
 
 @pytest.mark.parametrize("temperature", TINY_TEMPERATURES)

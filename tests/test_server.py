@@ -463,10 +463,20 @@ PROMPTS = [
 ]  # fmt: skip
 
 
-def test_16_concurrent_streams_are_batched_and_each_matches_its_answer_alone(client, server):
+def _greedy(i: int) -> dict:
+    return dict(temperature=0, max_tokens=48)
+
+
+def _seeded(i: int) -> dict:  # rows sampled together in groups of the same settings, and one row alone
+    settings = [dict(top_k=50), dict(top_p=0.9), dict(top_k=50, temperature=0.7)][i % 3] if i else dict(top_k=5)
+    return {"temperature": 1, "seed": i, "max_tokens": 32, **settings}
+
+
+@pytest.mark.parametrize("params_of", [_greedy, _seeded], ids=["greedy", "seeded-sampling"])
+def test_16_concurrent_streams_are_batched_and_each_matches_its_answer_alone(client, server, params_of):
     assert len(set(PROMPTS)) == 16
-    params = dict(temperature=0, max_tokens=48)
-    alone = [native_text(native_chat(client, [{"role": "user", "content": p}], **params)) for p in PROMPTS]
+    chat = [dict(messages=[{"role": "user", "content": p}], **params_of(i)) for i, p in enumerate(PROMPTS)]
+    alone = [native_text(native_chat(client, **c)) for c in chat]
 
     results: list[str | None] = [None] * len(PROMPTS)
     errors: list[BaseException] = []
@@ -476,7 +486,7 @@ def test_16_concurrent_streams_are_batched_and_each_matches_its_answer_alone(cli
         try:
             with httpx.Client(base_url=server.url, timeout=TIMEOUT) as c:
                 barrier.wait()
-                results[i] = native_text(native_chat(c, [{"role": "user", "content": PROMPTS[i]}], **params))
+                results[i] = native_text(native_chat(c, **chat[i]))
         except BaseException as e:  # reported by the main thread
             errors.append(e)
 

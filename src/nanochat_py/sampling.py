@@ -30,14 +30,45 @@ def sample_next(
     min_p: float = 0.0,
 ) -> torch.Tensor:
     """logits [B, V] -> token ids [B]."""
+    _check(temperature, top_p, min_p)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs, indices = _distribution(logits, temperature, top_k, top_p, min_p)
+    return _pick(indices, torch.multinomial(probs, 1, generator=generator))
+
+
+def sample_rows(
+    logits: torch.Tensor,
+    generators: list[torch.Generator | None],
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+) -> torch.Tensor:
+    """logits [B, V] -> token ids [B], row i drawn with generators[i]: the tokens sample_next gives each row
+    alone with its own generator, for one top-k (or sort) and one softmax over all the rows instead of one
+    per row (a server's batch of streams with the same settings)."""
+    _check(temperature, top_p, min_p)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs, indices = _distribution(logits, temperature, top_k, top_p, min_p)
+    draws = [torch.multinomial(probs[i : i + 1], 1, generator=g) for i, g in enumerate(generators)]
+    return _pick(indices, torch.cat(draws))
+
+
+def _check(temperature: float, top_p: float, min_p: float) -> None:
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if not 0 <= min_p <= 1:
         raise ValueError(f"min_p must be in [0, 1], got {min_p}")
-    if temperature == 0:
-        return logits.argmax(dim=-1)
+
+
+def _distribution(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, min_p: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The probabilities to draw from, row by row, and the token ids they stand for (None: the whole vocabulary)."""
     if top_k and top_k > 0:
         values, indices = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1)
     elif top_p < 1:
@@ -54,7 +85,11 @@ def sample_next(
     if min_p > 0:
         # keep tokens at least min_p times as likely as the most likely one (which always passes: p >= min_p * p)
         probs = probs.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), 0.0)
-    choice = torch.multinomial(probs, 1, generator=generator)
+    return probs, indices
+
+
+def _pick(indices: torch.Tensor | None, choice: torch.Tensor) -> torch.Tensor:
+    """The token ids of the drawn positions (choice [B, 1])."""
     return choice[:, 0] if indices is None else indices.gather(1, choice)[:, 0]
 
 
