@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from .linear import Linear, kernel_for, linear, run_kernel
 from .model import GPT
 
-INT4_GROUP = 32  # inputs per scale
-INT4_BLOCK = 128  # inputs per 64-byte block: byte j holds input j (low nibble) and input 64 + j (high nibble)
+INT4_GROUP = 32  # inputs per scale; packed as llama.cpp's Q4_0: byte t of a group holds input t and 16 + t
+INT4_BLOCK = 128  # the kernel takes four groups (64 bytes) at a time: input widths in multiples of this
 
 
 class QuantizedLinear(Linear):
@@ -93,14 +93,15 @@ def quantize_groups(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """int8 values in -8..7 -> uint8, two a byte, in the kernel's block layout (INT4_BLOCK)."""
-    u = (q.to(torch.int16) + 8).to(torch.uint8).view(q.shape[0], -1, 2, INT4_BLOCK // 2)
+    """int8 values in -8..7 -> uint8, two a byte: in each group of 32, byte t holds q[t] + 8 in its low
+    nibble and q[16 + t] + 8 in its high one (the kernel sums both nibbles of a byte into one group's lane)."""
+    u = (q.to(torch.int16) + 8).to(torch.uint8).view(q.shape[0], -1, 2, INT4_GROUP // 2)
     return (u[:, :, 0] | (u[:, :, 1] << 4)).reshape(q.shape[0], -1)
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    blocks = packed.view(packed.shape[0], -1, INT4_BLOCK // 2)
-    u = torch.stack((blocks & 0x0F, blocks >> 4), dim=2)
+    groups = packed.view(packed.shape[0], -1, INT4_GROUP // 2)
+    u = torch.stack((groups & 0x0F, groups >> 4), dim=2)
     return (u.to(torch.int8) - 8).reshape(packed.shape[0], -1)
 
 

@@ -64,15 +64,21 @@ struct Activations {
   std::vector<uint16_t> bf16;
   std::vector<int16_t> i16;
   std::vector<float> i16_scale;
+  // int4: x in the order of the packed weights' nibbles. Each block of 128 inputs (four groups) is stored
+  // as its four groups' first 16 values, then their last 16, so that byte j of a 64-byte weight block meets
+  // x value j in its low nibble and x value 64 + j in its high one.
   std::vector<int8_t> i8;
-  // int4 kernels sum four products per int32 lane: for each run of four x values, its group's scale and
-  // -8 x their sum (the int4 weights are stored as q + 8 in 0..15; this takes the 8 back out)
+  // int4 kernels sum eight products per int32 lane (four low nibbles, four high ones, all of one group):
+  // for each lane, its group's scale and -8 x its eight x values (the weights are stored as q + 8 in 0..15;
+  // this takes the 8 back out)
   std::vector<float> i8_lane_scale;
   std::vector<int32_t> i8_lane_offset;
 };
 
 constexpr int64_t kInt4Group = 32;  // int4 weights: one scale per 32 inputs of a row
-constexpr int64_t kInt4Block = 128;  // a 64-byte block of packed int4: low nibbles k..k+63, high k+64..k+127
+// int4 weights are packed as llama.cpp's Q4_0: 16 bytes a group, byte t holding input t (low nibble) and
+// input 16 + t (high nibble); the kernel takes four groups (64 bytes, 128 inputs) at a time
+constexpr int64_t kInt4Block = 128;
 
 Activations prepare(const at::Tensor& x_in, at::ScalarType weight_type) {
   const at::Tensor x = x_in.contiguous();
@@ -90,16 +96,24 @@ Activations prepare(const at::Tensor& x_in, at::ScalarType weight_type) {
     for (int64_t i = 0; i < n; i++) a.bf16[i] = is_f32 ? float_to_bf16(f[i]) : h[i];
   } else if (weight_type == at::kByte) {
     a.i8.resize(n);
-    a.i8_lane_scale.resize(n / 4);
-    a.i8_lane_offset.resize(n / 4);
+    a.i8_lane_scale.resize(n / 8);
+    a.i8_lane_offset.resize(n / 8);
     for (int64_t g = 0; g < n; g += kInt4Group) {  // K is a multiple of 128, so groups never straddle rows
       float amax = 0.f;
       for (int64_t i = g; i < g + kInt4Group; i++) amax = std::max(amax, std::fabs(value(i)));
       const float scale = amax > 0.f ? amax / 127.f : 1.f;
-      for (int64_t i = g; i < g + kInt4Group; i++) a.i8[i] = static_cast<int8_t>(std::nearbyint(value(i) / scale));
-      for (int64_t l = g / 4; l < (g + kInt4Group) / 4; l++) {
-        a.i8_lane_scale[l] = scale;
-        a.i8_lane_offset[l] = -8 * (a.i8[4 * l] + a.i8[4 * l + 1] + a.i8[4 * l + 2] + a.i8[4 * l + 3]);
+      // group q of its block: values 0..15 go to 16q..16q+15 of the block, values 16..31 to 64 + 16q..
+      const int64_t block = g - g % kInt4Block, low = block + (g % kInt4Block) / 2, high = low + kInt4Block / 2;
+      for (int64_t t = 0; t < kInt4Group / 2; t++) {
+        a.i8[low + t] = static_cast<int8_t>(std::nearbyint(value(g + t) / scale));
+        a.i8[high + t] = static_cast<int8_t>(std::nearbyint(value(g + kInt4Group / 2 + t) / scale));
+      }
+      for (int64_t t = 0; t < kInt4Group / 2; t += 4) {
+        int32_t sum = 0;
+        for (int64_t i = t; i < t + 4; i++) sum += a.i8[low + i] + a.i8[high + i];
+        const int64_t lane = (low + t - block) / 4 + block / 8;  // 16 lanes per block, in low-half order
+        a.i8_lane_scale[lane] = scale;
+        a.i8_lane_offset[lane] = -8 * sum;
       }
     }
   } else {
@@ -212,9 +226,10 @@ void dot(const typename T::W* w, const typename T::X* x, int64_t K, float (&out)
 }
 
 // int4 weights (stored q + 8, two a byte) times int8 activations: each 64-byte block is four groups of 32,
-// the low nibbles the block's first 64 inputs and the high ones its next 64, so one AND and one shift unpack
-// it into two vectors of unsigned bytes for the u8 x s8 dot product. Each int32 lane starts from the lane's
-// offset (-8 x its four activations), so it ends holding sum(q * x); then times both scales, in fp32.
+// one AND and one shift unpack it into two vectors of unsigned bytes for the u8 x s8 dot product, and since
+// a lane's low and high nibbles belong to the same group, both products go into the same int32 lane. Each
+// lane starts from its offset (-8 x its eight activations), so it ends holding sum(q * x) over eight inputs
+// of one group; then one conversion, times both scales, in fp32.
 inline __m512i dot_u8s8(__m512i acc, __m512i u, __m512i s) {
 #ifdef __AVX512VNNI__
   return _mm512_dpbusd_epi32(acc, u, s);
@@ -226,32 +241,35 @@ inline __m512i dot_u8s8(__m512i acc, __m512i u, __m512i s) {
 template <int M, int R>
 void dot_i4(const uint8_t* w, const at::Half* ws, const Activations& a, int64_t m0, int64_t K, float (&out)[R][M]) {
   const __m512i nibble = _mm512_set1_epi8(0x0F);
-  const __m512i low_groups = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m512i high_groups = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+  const __m512i group_of_lane = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
   const int64_t row_bytes = K / 2, row_groups = K / kInt4Group;
-  __m512 acc[R][M][2];
+  __m512 acc[R][M][2];  // even and odd blocks: two chains of multiply-adds in flight
   for (int r = 0; r < R; r++)
     for (int m = 0; m < M; m++) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += kInt4Block)
+  auto block = [&](int64_t k, int u) {
     for (int r = 0; r < R; r++) {
       const uint8_t* wk = w + r * row_bytes + k / 2;
       if constexpr (M > 1) _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchRows * R * row_bytes), _MM_HINT_T0);
       const __m512i packed = _mm512_loadu_si512(wk);
       const __m512i low = _mm512_and_si512(packed, nibble), high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
       const __m128i half4 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws + r * row_groups + k / kInt4Group));
-      const __m512 scales = _mm512_castps128_ps512(_mm_cvtph_ps(half4));
-      const __m512 s_low = _mm512_permutexvar_ps(low_groups, scales), s_high = _mm512_permutexvar_ps(high_groups, scales);
+      const __m512 scales = _mm512_permutexvar_ps(group_of_lane, _mm512_castps128_ps512(_mm_cvtph_ps(half4)));
       for (int m = 0; m < M; m++) {
         const int64_t at = (m0 + m) * K + k;
         const int8_t* x = a.i8.data() + at;
-        const int32_t* offset = a.i8_lane_offset.data() + at / 4;
-        const float* x_scale = a.i8_lane_scale.data() + at / 4;
-        const __m512i d_low = dot_u8s8(_mm512_loadu_si512(offset), low, _mm512_loadu_si512(x));
-        const __m512i d_high = dot_u8s8(_mm512_loadu_si512(offset + 16), high, _mm512_loadu_si512(x + 64));
-        acc[r][m][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d_low), _mm512_mul_ps(s_low, _mm512_loadu_ps(x_scale)), acc[r][m][0]);
-        acc[r][m][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d_high), _mm512_mul_ps(s_high, _mm512_loadu_ps(x_scale + 16)), acc[r][m][1]);
+        const __m512i sums = dot_u8s8(dot_u8s8(_mm512_loadu_si512(a.i8_lane_offset.data() + at / 8), low, _mm512_loadu_si512(x)),
+                                      high, _mm512_loadu_si512(x + 64));
+        const __m512 both = _mm512_mul_ps(scales, _mm512_loadu_ps(a.i8_lane_scale.data() + at / 8));
+        acc[r][m][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), both, acc[r][m][u]);
       }
     }
+  };
+  int64_t k = 0;
+  for (; k + 2 * kInt4Block <= K; k += 2 * kInt4Block) {
+    block(k, 0);
+    block(k + kInt4Block, 1);
+  }
+  if (k < K) block(k, 0);
   for (int r = 0; r < R; r++)
     for (int m = 0; m < M; m++) out[r][m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m][0], acc[r][m][1]));
 }
@@ -298,14 +316,15 @@ void dot_i4(const uint8_t* w, const at::Half* ws, const Activations& a, int64_t 
       const int64_t at = (m0 + m) * K;
       float total = 0.f;
       for (int64_t g = 0; g < K; g += kInt4Group) {
+        // the group's 16 bytes meet x values 16q.. (low nibbles) and 64 + 16q.. (high) of its block
+        const int64_t block = g - g % kInt4Block, low = block + (g % kInt4Block) / 2;
         int32_t s = 0;
-        for (int64_t i = g; i < g + kInt4Group; i++) {
-          const int64_t j = i % kInt4Block;
-          const uint8_t byte = wr[(i - j) / 2 + j % 64];
-          s += ((j < 64 ? byte & 15 : byte >> 4) - 8) * a.i8[at + i];
+        for (int64_t t = 0; t < kInt4Group / 2; t++) {
+          const uint8_t byte = wr[g / 2 + t];
+          s += ((byte & 15) - 8) * a.i8[at + low + t] + ((byte >> 4) - 8) * a.i8[at + low + kInt4Block / 2 + t];
         }
         total += static_cast<float>(s) * static_cast<float>(ws[r * (K / kInt4Group) + g / kInt4Group]) *
-                 a.i8_lane_scale[(at + g) / 4];
+                 a.i8_lane_scale[(at + block) / 8 + (low - block) / 4];  // the group's first lane
       }
       out[r][m] = total;
     }
@@ -474,17 +493,14 @@ at::Tensor dequantize(const at::Tensor& w, const at::Tensor& scale) {
   float* o = out.data_ptr<float>();
   at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; n++)
-      for (int64_t b = 0; b < K; b += kInt4Block) {
-        const uint8_t* block = q + n * (K / 2) + b / 2;
-        float* row = o + n * K + b;
-        const float low = static_cast<float>(s[n * (K / kInt4Group) + b / kInt4Group]);
-        const float low2 = static_cast<float>(s[n * (K / kInt4Group) + b / kInt4Group + 1]);
-        const float high = static_cast<float>(s[n * (K / kInt4Group) + b / kInt4Group + 2]);
-        const float high2 = static_cast<float>(s[n * (K / kInt4Group) + b / kInt4Group + 3]);
+      for (int64_t g = 0; g < K; g += kInt4Group) {
+        const uint8_t* group = q + n * (K / 2) + g / 2;
+        float* row = o + n * K + g;
+        const float scale = static_cast<float>(s[n * (K / kInt4Group) + g / kInt4Group]);
 #pragma omp simd
-        for (int64_t j = 0; j < 64; j++) {
-          row[j] = static_cast<float>((block[j] & 15) - 8) * (j < 32 ? low : low2);
-          row[64 + j] = static_cast<float>((block[j] >> 4) - 8) * (j < 32 ? high : high2);
+        for (int64_t t = 0; t < kInt4Group / 2; t++) {
+          row[t] = static_cast<float>((group[t] & 15) - 8) * scale;
+          row[kInt4Group / 2 + t] = static_cast<float>((group[t] >> 4) - 8) * scale;
         }
       }
   });
