@@ -239,8 +239,9 @@ class GPT(nn.Module):
         logits = self.lm_head(rms_norm(x, cfg.norm_eps))[..., : cfg.vocab_size].float()
         if cfg.softcap and step is not None:
             # the same function, c*tanh(x/c) = 2c*sigmoid(2x/c) - c: torch's CPU tanh costs 4x a sigmoid, and a
-            # decode step pays it on every logit of every row (~1e-6 apart from the tanh form)
-            logits = torch.sigmoid(logits * (2 / cfg.softcap)).mul_(2 * cfg.softcap).sub_(cfg.softcap)
+            # decode step pays it on every logit of every row (~1e-6 apart from the tanh form). In place: a new
+            # 4 MB tensor for 16 rows costs more than the sigmoid itself (d12 head of 16 rows: +0.7 ms, not +2.2)
+            logits = logits.mul_(2 / cfg.softcap).sigmoid_().mul_(2 * cfg.softcap).sub_(cfg.softcap)
         elif cfg.softcap:
             logits = cfg.softcap * torch.tanh(logits / cfg.softcap)
         return logits
