@@ -80,17 +80,60 @@ constexpr int64_t kInt4Group = 32;  // int4 weights: one scale per 32 inputs of 
 // input 16 + t (high nibble); the kernel takes four groups (64 bytes, 128 inputs) at a time
 constexpr int64_t kInt4Block = 128;
 
+// Row m of x as fp32: a pointer into x itself, or bf16 widened into `buf`
+const float* row_f32(const at::Tensor& x, int64_t m, std::vector<float>& buf) {
+  const int64_t K = x.size(1);
+  if (x.scalar_type() == at::kFloat) return x.data_ptr<float>() + m * K;
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(x.data_ptr()) + m * K;
+  buf.resize(K);
+  for (int64_t k = 0; k < K; k++) buf[k] = bf16_to_float(h[k]);
+  return buf.data();
+}
+
+// int4 weights' activations, one row: int8 in groups of 32 (one scale each), in the nibbles' order, with
+// each lane's scale and offset (Activations). `at` is the row's first index.
+void quantize_groups_row(const float* v, int64_t K, int64_t at, Activations& a) {
+  for (int64_t g = 0; g < K; g += kInt4Group) {  // K is a multiple of 128
+    float amax = 0.f;
+    for (int64_t i = g; i < g + kInt4Group; i++) amax = std::max(amax, std::fabs(v[i]));
+    const float scale = amax > 0.f ? amax / 127.f : 1.f;
+    // group q of its block: values 0..15 go to 16q..16q+15 of the block, values 16..31 to 64 + 16q..
+    const int64_t block = at + g - g % kInt4Block, low = block + (g % kInt4Block) / 2, high = low + kInt4Block / 2;
+    for (int64_t t = 0; t < kInt4Group / 2; t++) {
+      a.i8[low + t] = static_cast<int8_t>(std::nearbyint(v[g + t] / scale));
+      a.i8[high + t] = static_cast<int8_t>(std::nearbyint(v[g + kInt4Group / 2 + t] / scale));
+    }
+    for (int64_t t = 0; t < kInt4Group / 2; t += 4) {
+      int32_t sum = 0;
+      for (int64_t i = t; i < t + 4; i++) sum += a.i8[low + i] + a.i8[high + i];
+      const int64_t lane = (low + t - block) / 4 + block / 8;  // 16 lanes per block, in low-half order
+      a.i8_lane_scale[lane] = scale;
+      a.i8_lane_offset[lane] = -8 * sum;
+    }
+  }
+}
+
+// int8 weights' activations, one row: int16 with one scale
+void quantize_row_i16(const float* v, int64_t K, float qmax, int16_t* out, float& scale_out) {
+  float amax = 0.f;
+#pragma omp simd reduction(max : amax)
+  for (int64_t k = 0; k < K; k++) amax = std::max(amax, std::fabs(v[k]));
+  const float scale = amax > 0.f ? amax / qmax : 1.f;
+  scale_out = scale;
+#pragma omp simd
+  for (int64_t k = 0; k < K; k++) out[k] = static_cast<int16_t>(std::nearbyint(v[k] / scale));
+}
+
 Activations prepare(const at::Tensor& x_in, at::ScalarType weight_type) {
   const at::Tensor x = x_in.contiguous();
   const int64_t M = x.size(0), K = x.size(1), n = M * K;
   const bool is_f32 = x.scalar_type() == at::kFloat;
   const float* f = is_f32 ? x.data_ptr<float>() : nullptr;
   const uint16_t* h = is_f32 ? nullptr : reinterpret_cast<const uint16_t*>(x.data_ptr());
-  auto value = [&](int64_t i) { return is_f32 ? f[i] : bf16_to_float(h[i]); };
   Activations a;
   if (weight_type == at::kFloat) {
     a.f32.resize(n);
-    for (int64_t i = 0; i < n; i++) a.f32[i] = value(i);
+    for (int64_t i = 0; i < n; i++) a.f32[i] = is_f32 ? f[i] : bf16_to_float(h[i]);
   } else if (weight_type == at::kBFloat16) {
     a.bf16.resize(n);
     for (int64_t i = 0; i < n; i++) a.bf16[i] = is_f32 ? float_to_bf16(f[i]) : h[i];
@@ -98,37 +141,21 @@ Activations prepare(const at::Tensor& x_in, at::ScalarType weight_type) {
     a.i8.resize(n);
     a.i8_lane_scale.resize(n / 8);
     a.i8_lane_offset.resize(n / 8);
-    for (int64_t g = 0; g < n; g += kInt4Group) {  // K is a multiple of 128, so groups never straddle rows
-      float amax = 0.f;
-      for (int64_t i = g; i < g + kInt4Group; i++) amax = std::max(amax, std::fabs(value(i)));
-      const float scale = amax > 0.f ? amax / 127.f : 1.f;
-      // group q of its block: values 0..15 go to 16q..16q+15 of the block, values 16..31 to 64 + 16q..
-      const int64_t block = g - g % kInt4Block, low = block + (g % kInt4Block) / 2, high = low + kInt4Block / 2;
-      for (int64_t t = 0; t < kInt4Group / 2; t++) {
-        a.i8[low + t] = static_cast<int8_t>(std::nearbyint(value(g + t) / scale));
-        a.i8[high + t] = static_cast<int8_t>(std::nearbyint(value(g + kInt4Group / 2 + t) / scale));
-      }
-      for (int64_t t = 0; t < kInt4Group / 2; t += 4) {
-        int32_t sum = 0;
-        for (int64_t i = t; i < t + 4; i++) sum += a.i8[low + i] + a.i8[high + i];
-        const int64_t lane = (low + t - block) / 4 + block / 8;  // 16 lanes per block, in low-half order
-        a.i8_lane_scale[lane] = scale;
-        a.i8_lane_offset[lane] = -8 * sum;
-      }
-    }
+    // rows in parallel: a server's batch of 16 rows spent more time here than in a small product
+    at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
+      std::vector<float> buf;
+      for (int64_t m = m0; m < m1; m++) quantize_groups_row(row_f32(x, m, buf), K, m * K, a);
+    });
   } else {
     // int16 keeps ~4.5 significant digits, far finer than the int8 weights: the product's error is the
     // weights'. An int32 lane sums at most ceil(K / 16) products of |w| <= 127 and |x| <= qmax.
     const float qmax = static_cast<float>(std::min<int64_t>(32767, INT32_MAX / (127 * ((K + 15) / 16))));
     a.i16.resize(n);
     a.i16_scale.resize(M);
-    for (int64_t m = 0; m < M; m++) {
-      float amax = 0.f;
-      for (int64_t k = 0; k < K; k++) amax = std::max(amax, std::fabs(value(m * K + k)));
-      const float scale = amax > 0.f ? amax / qmax : 1.f;
-      a.i16_scale[m] = scale;
-      for (int64_t k = 0; k < K; k++) a.i16[m * K + k] = static_cast<int16_t>(std::nearbyint(value(m * K + k) / scale));
-    }
+    at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
+      std::vector<float> buf;
+      for (int64_t m = m0; m < m1; m++) quantize_row_i16(row_f32(x, m, buf), K, qmax, a.i16.data() + m * K, a.i16_scale[m]);
+    });
   }
   return a;
 }
