@@ -14,6 +14,8 @@ import torch
 from nanochat_py.config import config_for
 from nanochat_py.model import GPT
 
+pytest_plugins = ["stop_on_ctrl_c"]  # a Ctrl-C stops the run even inside a test whose code catches it
+
 FIXTURES = Path(__file__).parent / "fixtures"
 PARITY = FIXTURES / "parity"
 G0 = PARITY / "g_2c4473d"
