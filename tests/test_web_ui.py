@@ -481,9 +481,14 @@ const realFetch = window.fetch.bind(window);
 window.fetch = async (url, options) => {
     const res = await realFetch(url, options);
     if (!window.__hold || !String(url).includes('chat/completions')) return res;
-    const first = await res.body.getReader().read();  // pass the first chunk on, then hold the stream open
+    // pass the first event on, then hold the stream open: a short reply can arrive whole in the first chunk,
+    // and passing all of it would end the reply before Stop could be pressed
+    const first = await res.body.getReader().read();
+    const text = first.done ? '' : new TextDecoder().decode(first.value);
+    const end = text.indexOf('\\n\\n');
+    const head = end < 0 ? first.value : new TextEncoder().encode(text.slice(0, end + 2));
     const body = new ReadableStream({start(c) {
-        if (!first.done) c.enqueue(first.value);
+        if (!first.done) c.enqueue(head);
         options.signal.addEventListener('abort', () => c.error(new DOMException('aborted', 'AbortError')));
     }});
     return new Response(body, {status: res.status, headers: res.headers});
@@ -492,7 +497,7 @@ window.fetch = async (url, options) => {
 
 
 def test_stop_keeps_the_partial_reply(page):
-    page.evaluate(HOLD_STREAM)  # the real server's reply, held after its first chunk so that Stop is in time
+    page.evaluate(HOLD_STREAM)  # the real server's reply, held after its first event so that Stop is in time
     before = _replies(page)
     page.fill("#input", "go on and on")
     page.press("#input", "Enter")
