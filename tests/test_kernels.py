@@ -168,6 +168,20 @@ def test_bf16_int8_and_int4_kernel_decode_stay_close_to_fp32():
         assert (got - plain).abs().max() < closeness * reference.abs().max(), dtype
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@torch.inference_mode()
+def test_quantised_models_keep_a_bf16_cache_that_the_kernels_decode_over(dtype):
+    model = bench.variant_of(random_model("G5", short_window=12, n_embd=128), dtype)
+    cache = model.new_cache(2, 50, per_row=True)
+    assert model.dtype == torch.float32 and cache.k.dtype == cache.v.dtype == torch.bfloat16
+    assert model._kernel_step(torch.zeros(2, 1, 128), cache, torch.tensor([0, 0])) is not None
+    ids = torch.randint(0, model.config.vocab_size, (2, 40))
+    fast = _decode(model, ids, 20, per_row=True)
+    with kernels.switched_off():  # torch's attention over the same bf16 cache, in fp32
+        plain = _decode(model, ids, 20, per_row=True)
+    assert (fast - plain).abs().max() < 0.05 * plain.abs().max()
+
+
 def test_a_failed_build_falls_back_to_torch_and_is_not_retried_by_runs(monkeypatch, caplog, tmp_path):
     def broken(**_):
         raise RuntimeError("Error building extension 'x': c++: not found")

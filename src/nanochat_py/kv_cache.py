@@ -52,6 +52,7 @@ class KVCache:
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ([B, G, T, d]) at the current position(s); return every cached key/value up to them."""
+        k, v = k.to(self.k.dtype), v.to(self.v.dtype)  # a bf16 cache under fp32 activations (quantize.py)
         if self.row_pos is not None:
             rows = torch.arange(k.shape[0], device=k.device)
             self.k[layer, rows, :, self.row_pos] = k[:, :, 0]

@@ -90,6 +90,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, heads, T, d]
         if cache is not None:
             k, v = cache.write(self.layer, k, v)
+            k, v = k.to(q.dtype), v.to(q.dtype)  # a bf16 cache under fp32 activations (quantised models)
         first_key, mask, is_causal = attend
         y = F.scaled_dot_product_attention(
             q,
@@ -150,6 +151,8 @@ class GPT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        # the KV cache's dtype where it is not the activations' (quantize.py: bf16 for int8/int4 models)
+        self.kv_dtype: torch.dtype | None = None
         vp, c, n_layer = config.padded_vocab_size, config.n_embd, config.n_layer
         self.transformer = nn.ModuleDict(
             {"wte": Embedding(vp, c), "h": nn.ModuleList(Block(config, i) for i in range(n_layer))}
@@ -183,7 +186,7 @@ class GPT(nn.Module):
     def new_cache(self, batch_size: int, capacity: int, per_row: bool = False) -> KVCache:
         cfg = self.config
         shape = (cfg.n_layer, batch_size, cfg.n_kv_head, cfg.head_dim, capacity)
-        return KVCache(*shape, device=self.device, dtype=self.dtype, per_row=per_row)
+        return KVCache(*shape, device=self.device, dtype=self.kv_dtype or self.dtype, per_row=per_row)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """idx [B, T] -> float32 logits [B, T, vocab_size] (or [B, 1, vocab] with last_only).
@@ -254,7 +257,7 @@ class GPT(nn.Module):
         if (
             ops is None
             or x.dtype not in (torch.float32, torch.bfloat16)
-            or cache.k.dtype != x.dtype
+            or cache.k.dtype not in (x.dtype, torch.bfloat16)
             or cfg.n_embd % 32  # the kernels' products take widths in multiples of 32
             or cfg.mlp_hidden % 32
             # bigger fp32 batches are compute-bound and oneDNN's fp32 matmul beats the kernel's passes of 8

@@ -9,6 +9,8 @@ gates. Activations keep the model's dtype.
   them by activations quantised to int8 in the same runs of 32 (llama.cpp's q8_0). A matrix whose input
   width is not a multiple of 128 (the kernel's block) gets int8 instead.
 
+Both keep the KV cache in bf16, not in the fp32 activations (model.kv_dtype).
+
 Without the kernels (other devices, training) a matrix is dequantised for F.linear.
 """
 
@@ -118,4 +120,7 @@ def quantize(model: GPT, dtype: str) -> GPT:
             int4 = dtype == "int4" and child.weight.shape[1] % INT4_BLOCK == 0
             layer = Int4Linear(child.weight) if int4 else Int8Linear(child.weight)
             setattr(module, name, layer.to(child.weight.device))
+    # keys and values in bf16 (the dtype nanochat trains in), not in the fp32 activations: attention over a
+    # long context reads the whole cache every step, and at 2,000 positions that took longer than the weights
+    model.kv_dtype = torch.bfloat16
     return model

@@ -662,7 +662,8 @@ void attend_head(const float* q, const T* keys, const T* values, int64_t st, int
   attend_head_portable(q, keys, values, st, first, last, d, scale, scores, out);
 }
 
-template <typename T>
+// T: q, k, v and the output; C: the cache (bf16 under fp32 activations for quantised models)
+template <typename T, typename C>
 at::Tensor attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& cache_k,
                           at::Tensor& cache_v, const at::Tensor& positions, int64_t window, const at::Tensor& cos,
                           const at::Tensor& sin, double eps, double qk_scale) {
@@ -671,8 +672,8 @@ at::Tensor attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Te
   const int64_t* pos = positions.data_ptr<int64_t>();
   const float* cos_p = cos.data_ptr<float>();
   const float* sin_p = sin.data_ptr<float>();
-  T* ck = cache_k.data_ptr<T>();
-  T* cv = cache_v.data_ptr<T>();
+  C* ck = cache_k.data_ptr<C>();
+  C* cv = cache_v.data_ptr<C>();
   const int64_t sb = cache_k.stride(0), sg = cache_k.stride(1), st = cache_k.stride(2);
   const T* qp = q.data_ptr<T>();
   const T* kp = k.data_ptr<T>();
@@ -691,13 +692,13 @@ at::Tensor attention_impl(const at::Tensor& q, const at::Tensor& k, const at::Te
       const int64_t last = pos[b], first = window >= 0 ? std::max<int64_t>(0, last - window) : 0;
       const float* cos_at = cos_p + last * half;
       const float* sin_at = sin_p + last * half;
-      T* keys = ck + b * sb + g * sg;
-      T* values = cv + b * sb + g * sg;
+      C* keys = ck + b * sb + g * sg;
+      C* values = cv + b * sb + g * sg;
       rope_norm(kp + b * k.stride(0) + g * d, acc.data(), cos_at, sin_at, d, static_cast<float>(eps),
                 static_cast<float>(qk_scale));
       for (int64_t j = 0; j < d; j++) {
         put(keys + last * st, j, acc[j]);
-        values[last * st + j] = vp[b * v.stride(0) + g * d + j];
+        put(values + last * st, j, load(vp + b * v.stride(0) + g * d, j));
       }
       scores.resize(last - first + 1);
       for (int64_t h = g * group; h < (g + 1) * group; h++) {
@@ -716,18 +717,22 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
                             const at::Tensor& sin, double eps, double qk_scale) {
   TORCH_CHECK(cache_k.dim() == 4 && cache_k.stride(3) == 1 && cache_v.strides() == cache_k.strides(),
               "decode_attention: caches must be [B, kv_heads, capacity, head_dim] with contiguous heads");
-  TORCH_CHECK(q.scalar_type() == cache_k.scalar_type() && k.scalar_type() == q.scalar_type() &&
-                  v.scalar_type() == q.scalar_type() && cache_v.scalar_type() == q.scalar_type(),
-              "decode_attention: q, k, v and the caches must share one dtype");
+  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type() &&
+                  cache_v.scalar_type() == cache_k.scalar_type() &&
+                  (cache_k.scalar_type() == q.scalar_type() || cache_k.scalar_type() == at::kBFloat16),
+              "decode_attention: q, k and v share one dtype, and the caches hold it or bf16");
   TORCH_CHECK(q.stride(1) == 1 && k.stride(1) == 1 && v.stride(1) == 1, "decode_attention: q, k, v rows must be contiguous");
   TORCH_CHECK(positions.scalar_type() == at::kLong && positions.numel() == cache_k.size(0), "decode_attention: one int64 position per row");
   TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && sin.is_contiguous() && cos.size(1) * 2 == cache_k.size(3),
               "decode_attention: cos/sin must be contiguous fp32 [positions, head_dim / 2] tables");
   TORCH_CHECK(cos.size(0) >= cache_k.size(2), "decode_attention: the RoPE table is shorter than the cache");
+  const bool bf16_cache = cache_k.scalar_type() == at::kBFloat16;
+  if (q.scalar_type() == at::kFloat && bf16_cache)
+    return attention_impl<float, c10::BFloat16>(q, k, v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
   if (q.scalar_type() == at::kFloat)
-    return attention_impl<float>(q, k, v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
+    return attention_impl<float, float>(q, k, v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
   TORCH_CHECK(q.scalar_type() == at::kBFloat16, "decode_attention: fp32 or bf16 only");
-  return attention_impl<c10::BFloat16>(q, k, v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
+  return attention_impl<c10::BFloat16, c10::BFloat16>(q, k, v, cache_k, cache_v, positions, window, cos, sin, eps, qk_scale);
 }
 
 // ---- decode_block: one transformer block for one token per row, with no Python between its steps ---------
