@@ -67,7 +67,7 @@ def main() -> None:
     for dtype in args.dtype.split(","):
         model = variant_of(base, dtype)
         short, long = block_times(model, [16, args.context])
-        kv_dtype = model.kv_dtype or model.dtype
+        kv_dtype = model.kv_dtype
         kv_bytes = 2 * cfg.n_kv_head * args.context * (cfg.n_embd // cfg.n_head) * kv_dtype.itemsize
         extra = long - short
         print(f"| {dtype} | {str(kv_dtype).removeprefix('torch.')} | {short * 1e6:.0f} us | {long * 1e6:.0f} us "

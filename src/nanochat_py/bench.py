@@ -166,7 +166,7 @@ def step_bytes(model: GPT, batch: int, context: int) -> int:
     )
     cfg = model.config
     seen = sum(min(context, (w if w is not None else context) + 1) for w in model.window_sizes)
-    kv = 2 * seen * batch * cfg.n_kv_head * cfg.head_dim * model.dtype.itemsize
+    kv = 2 * seen * batch * cfg.n_kv_head * cfg.head_dim * model.kv_dtype.itemsize
     return weights + kv
 
 

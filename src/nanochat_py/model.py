@@ -151,8 +151,7 @@ class GPT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        # the KV cache's dtype where it is not the activations' (quantize.py: bf16 for int8/int4 models)
-        self.kv_dtype: torch.dtype | None = None
+        self._kv_dtype: torch.dtype | None = None  # see kv_dtype
         vp, c, n_layer = config.padded_vocab_size, config.n_embd, config.n_layer
         self.transformer = nn.ModuleDict(
             {"wte": Embedding(vp, c), "h": nn.ModuleList(Block(config, i) for i in range(n_layer))}
@@ -183,10 +182,20 @@ class GPT(nn.Module):
         """The activations' dtype (the embedding's: an int8-quantised model computes in it too)."""
         return self.transformer.wte.weight.dtype
 
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        """The KV cache's dtype: the activations', unless set otherwise (quantize.py: bf16 under the fp32
+        activations of int8/int4 models)."""
+        return self._kv_dtype or self.dtype
+
+    @kv_dtype.setter
+    def kv_dtype(self, dtype: torch.dtype) -> None:
+        self._kv_dtype = dtype
+
     def new_cache(self, batch_size: int, capacity: int, per_row: bool = False) -> KVCache:
         cfg = self.config
         shape = (cfg.n_layer, batch_size, cfg.n_kv_head, cfg.head_dim, capacity)
-        return KVCache(*shape, device=self.device, dtype=self.kv_dtype or self.dtype, per_row=per_row)
+        return KVCache(*shape, device=self.device, dtype=self.kv_dtype, per_row=per_row)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         """idx [B, T] -> float32 logits [B, T, vocab_size] (or [B, 1, vocab] with last_only).

@@ -335,7 +335,7 @@ def _check_cache_fits(model: GPT, rows: int, context: int) -> None:
     """Refuse a batch cache larger than the memory free for it, before allocating it: a model whose meta
     claims a huge context would otherwise send the machine into swap or the OOM killer."""
     cfg = model.config
-    needed = 2 * cfg.n_layer * rows * cfg.n_kv_head * cfg.head_dim * context * (model.kv_dtype or model.dtype).itemsize
+    needed = 2 * cfg.n_layer * rows * cfg.n_kv_head * cfg.head_dim * context * model.kv_dtype.itemsize
     free = _free_memory(model.device)
     if free is not None and needed > 0.9 * free:
         raise NanochatError(
