@@ -7,8 +7,10 @@ SOURCE ?=
 
 .PHONY: chat test lint install browser clean model
 
+# Always into an emptied venv (--clear): pip trusts what an interrupted install left behind (a set-up killed
+# mid-way left ruff half-written, and the next install took it as installed); the marker, written last, says done.
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	python3 -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# the CPU build of torch, before anything can pull a multi-GB CUDA build (Linux only)
 	if [ "$$(uname -s)" = Linux ]; then $(PY) -m pip install --quiet torch==2.13.0; fi
