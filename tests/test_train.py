@@ -190,6 +190,30 @@ def test_resume_continues_with_the_same_losses(pipeline, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_average_holds_the_mean_of_the_warmdown_weights_and_resumes(pipeline, tmp_path):
+    args = ["train", "base", "--depth", "2", "--seq-len", "32", "--data", str(pipeline["text"]), "--tokenizer",
+            str(pipeline["tok"]), "--batch-size", "4", "--device", "cpu", "--steps", "6", "--warmdown-ratio",
+            "0.5"]  # fmt: skip
+    assert main([*args, "--save-every", "1", "--out", str(tmp_path / "raw")]) == 0
+    assert main([*args, "--average", "--out", str(tmp_path / "averaged")]) == 0
+    raw = [torch.load(tmp_path / "raw" / f"model_{s:06d}.pt", weights_only=True) for s in (4, 5, 6)]
+    averaged = torch.load(tmp_path / "averaged" / "model_000006.pt", weights_only=True)
+    assert _meta(tmp_path / "averaged")["averaged_steps"] == 3  # the warmdown: steps 4, 5 and 6
+    for k, v in averaged.items():
+        assert torch.allclose(v, sum(r[k] for r in raw) / 3, atol=1e-6), k
+    assert any(not torch.allclose(averaged[k], raw[-1][k], atol=1e-4) for k in averaged), "the last step's weights"
+    # stopped at step 5 (mid-warmdown) and resumed: the same run, and the same mean
+    split = tmp_path / "split"
+    assert main([*args, "--average", "--save-every", "5", "--out", str(split)]) == 0
+    for leftover in split.glob("*_000006.*"):
+        leftover.unlink()
+    assert main([*args, "--average", "--out", str(split), "--resume"]) == 0
+    resumed = torch.load(split / "model_000006.pt", weights_only=True)
+    assert all(torch.allclose(resumed[k], averaged[k], atol=1e-6) for k in averaged)
+    losses = [h.get("loss") for h in _meta(split)["history"]]
+    assert losses == pytest.approx([h.get("loss") for h in _meta(tmp_path / "averaged")["history"]], abs=1e-5)
+
+
 def test_resume_without_a_checkpoint_says_so(pipeline, tmp_path, capsys):
     code = main(["train", "base", "--depth", "1", "--data", str(pipeline["text"]), "--tokenizer",
                  str(pipeline["tok"]), "--seq-len", "32", "--steps", "2", "--out", str(tmp_path),

@@ -28,6 +28,11 @@ def add_loop_options(p: argparse.ArgumentParser, steps: int | None, batch_size: 
     p.add_argument("--eval-every", type=whole(0), default=0, help="held-out bpb every N steps (0: at the end)")
     p.add_argument("--eval-rows", type=whole(1), default=64, help="held-out rows per evaluation (64)")
     p.add_argument("--val-percent", type=real(0, 100), default=2.0, help="percent of the data held out (2)")
+    p.add_argument(
+        "--average",
+        action="store_true",
+        help="checkpoints hold the mean of the weights over the warmdown instead of the last step's",
+    )
     p.add_argument("--save-every", type=whole(0), default=0, help="checkpoint every N steps (0: at the end)")
     p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -53,4 +58,5 @@ def settings_from(args: argparse.Namespace, stage: str) -> TrainSettings:
         warmup=args.warmup, warmdown_ratio=args.warmdown_ratio, final_lr=args.final_lr,
         eval_every=args.eval_every, eval_rows=args.eval_rows, save_every=args.save_every,
         seed=args.seed, resume=args.resume, stage=stage, precision=args.precision, compile=args.compile,
+        average=args.average,
     )  # fmt: skip

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from ..model import GPT
 from ..sources import resolve
 from ..tokenizer import Tokenizer
 from . import precision
+from .averaging import WeightAverage
 from .data import TokenRows
 from .distributed import Processes
 from .optimizers import LearningRates, build_optimizers, lr_factor, set_lr_factor
@@ -49,6 +51,7 @@ class TrainSettings:
     stage: str = "base"
     precision: str = "auto"  # fp32, bf16 (autocast, fp32 master weights), auto: bf16 where native (precision.py)
     compile: bool = False  # torch.compile the forward pass and loss
+    average: bool = False  # checkpoints hold the mean of the weights over the warmdown (averaging.py)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -78,8 +81,10 @@ def train(
     optimizers = build_optimizers(model, s.lr)
     history: list[dict] = []
     start = 0
+    average = WeightAverage() if s.average else None
+    averaged_from = s.steps - max(1, round(s.steps * s.warmdown_ratio))  # the first step of the warmdown
     if s.resume:
-        start, history = restore_state(model, optimizers, s.out_dir)
+        start, history = restore_state(model, optimizers, s.out_dir, average)
     if start >= s.steps:
         raise NanochatError(f"{s.out_dir} already holds step {start}; pass a larger --steps to train further")
     s.precision = precision.resolve(s.precision, procs.device)  # recorded in the checkpoint's meta as used
@@ -101,12 +106,16 @@ def train(
         for opt in optimizers:
             opt.step()
         model.zero_grad(set_to_none=True)
+        if average is not None and step >= averaged_from:
+            average.add(model)
         loss_value = procs.mean(total)
         seconds = time.perf_counter() - began  # the step alone (held-out evaluation comes after)
         history.append({"step": step + 1, "loss": round(loss_value, 6), "tok_s": round(tokens_per_step / seconds)})
         done = step + 1
         if val_rows is not None and (done == s.steps or (s.eval_every and done % s.eval_every == 0)):
-            with precision.autocast(s.precision, procs.device):
+            # the last evaluation scores the weights the checkpoint will hold
+            last_weights = average.applied(model) if average is not None and done == s.steps else nullcontext()
+            with last_weights, precision.autocast(s.precision, procs.device):
                 bpb = bits_per_byte(model, tok, val_rows, s.batch_size, s.eval_rows, procs)
             history.append({"step": done, "val_bpb": round(bpb, 6)})
             if procs.is_main:
@@ -115,19 +124,31 @@ def train(
         bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_step / seconds:,.0f}")
         bar.update(1)
         if done == s.steps or (s.save_every and done % s.save_every == 0):
-            path = save_state(model, tok, optimizers, done, history, s, extra_meta, procs)
+            path = save_state(model, tok, optimizers, done, history, s, extra_meta, procs, average)
     bar.close()
+    if average is not None and average.count:
+        average.apply(model)  # the model returned is the one its checkpoint holds
     model.eval().requires_grad_(False)
     return path
 
 
-def save_state(model, tok, optimizers, step, history, s: TrainSettings, extra_meta, procs: Processes) -> Path:
-    """model_<step>.pt + meta_<step>.json (with the loss history) + optim_<step>.pt, and the tokenizer once."""
+def save_state(
+    model, tok, optimizers, step, history, s: TrainSettings, extra_meta, procs: Processes, average=None
+) -> Path:
+    """model_<step>.pt + meta_<step>.json (with the loss history) + optim_<step>.pt, and the tokenizer once.
+
+    With an average, model_<step>.pt holds the mean weights and optim_<step>.pt the raw ones training goes on from."""
     path = s.out_dir / f"model_{step:06d}.pt"
     if procs.is_main:
         meta = {"stage": s.stage, "history": history, "train": s.to_dict(), **(extra_meta or {})}
-        path = save_checkpoint(model, s.out_dir, step, meta)
-        torch.save([opt.state_dict() for opt in optimizers], s.out_dir / f"optim_{step:06d}.pt")
+        state = {"optimizers": [opt.state_dict() for opt in optimizers]}
+        if average is None:
+            path = save_checkpoint(model, s.out_dir, step, meta)
+        else:
+            with average.applied(model) as raw:
+                path = save_checkpoint(model, s.out_dir, step, {**meta, "averaged_steps": average.count})
+            state.update(weights=raw, average=average.state_dict())
+        torch.save(state, s.out_dir / f"optim_{step:06d}.pt")
         if not (s.out_dir / "tokenizer.pkl").is_file():
             save_tokenizer(tok, s.out_dir)
     procs.barrier()
@@ -139,14 +160,21 @@ def latest_step(out_dir: Path) -> int | None:
     return max(steps) if steps else None
 
 
-def restore_state(model: GPT, optimizers, out_dir: Path) -> tuple[int, list[dict]]:
-    """Load the last checkpoint in out_dir into model and optimizers; return (its step, its history)."""
+def restore_state(model: GPT, optimizers, out_dir: Path, average=None) -> tuple[int, list[dict]]:
+    """Load the last checkpoint in out_dir into model, optimizers (and the weight average, if given); return
+    (its step, its history)."""
     step = latest_step(out_dir)
     if step is None:
         raise NanochatError(f"--resume: no optim_<step>.pt checkpoint in {out_dir}; run without --resume first")
-    state = read_tensors(out_dir / f"model_{step:06d}.pt")
-    model.load_state_dict({k: v.to(model.lm_head.weight.device) for k, v in state.items()})
-    saved = torch.load(out_dir / f"optim_{step:06d}.pt", map_location=model.lm_head.weight.device, weights_only=True)
+    device = model.lm_head.weight.device
+    saved = torch.load(out_dir / f"optim_{step:06d}.pt", map_location=device, weights_only=True)
+    if isinstance(saved, list):  # written before --average existed: the optimizers' states alone
+        saved = {"optimizers": saved}
+    weights = saved.get("weights") or read_tensors(out_dir / f"model_{step:06d}.pt")
+    model.load_state_dict({k: v.to(device) for k, v in weights.items()})
+    if average is not None and "average" in saved:
+        average.load_state_dict(saved["average"])
+    saved = saved["optimizers"]
     if len(saved) != len(optimizers):
         raise NanochatError(f"{out_dir}/optim_{step:06d}.pt does not match this model's optimizers")
     for opt, opt_state in zip(optimizers, saved, strict=True):
