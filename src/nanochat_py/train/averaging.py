@@ -37,15 +37,17 @@ class WeightAverage:
 
     @contextmanager
     def applied(self, model: torch.nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-        """Hold the mean in `model` inside the block; yield the raw weights, which come back afterwards."""
+        """Hold the mean in `model` inside the block; yield the raw weights, which come back afterwards (None,
+        and nothing swapped, before the warmdown: the model's weights are then the checkpoint's)."""
+        if not self.count:
+            yield None
+            return
         raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if self.count:
-            self.apply(model)
+        self.apply(model)
         try:
             yield raw
         finally:
-            if self.count:
-                model.load_state_dict(raw)
+            model.load_state_dict(raw)
 
     @torch.no_grad()
     def apply(self, model: torch.nn.Module) -> None:

@@ -147,7 +147,9 @@ def save_state(
         else:
             with average.applied(model) as raw:
                 path = save_checkpoint(model, s.out_dir, step, {**meta, "averaged_steps": average.count})
-            state.update(weights=raw, average=average.state_dict())
+            state["average"] = average.state_dict()
+            if raw is not None:  # model_<step>.pt holds the mean: keep the weights training goes on from
+                state["weights"] = raw
         torch.save(state, s.out_dir / f"optim_{step:06d}.pt")
         if not (s.out_dir / "tokenizer.pkl").is_file():
             save_tokenizer(tok, s.out_dir)
