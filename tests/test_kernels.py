@@ -74,10 +74,13 @@ def test_linear_rows_int4_matches_its_dequantised_weights(ops, rows, width):
 def test_dequantize_is_the_layers_own_dequantised_weight(ops):
     w = torch.randn(40, 256)
     for layer in (Int4Linear(w), Int8Linear(w)):
-        got = ops.dequantize(layer.weight, layer.kernel_scale())
-        assert got.dtype == torch.float32 and torch.equal(got, layer.dequantized(torch.float32)), type(layer)
+        for dtype in (torch.float32, torch.bfloat16):
+            got = ops.dequantize(layer.weight, layer.kernel_scale(), dtype)
+            assert got.dtype == dtype and torch.equal(got, layer.dequantized(dtype)), (type(layer), dtype)
     with pytest.raises(RuntimeError, match="fp16 scale per 32"):
-        ops.dequantize(Int4Linear(w).weight, torch.zeros(40, 8))
+        ops.dequantize(Int4Linear(w).weight, torch.zeros(40, 8), torch.float32)
+    with pytest.raises(RuntimeError, match="to fp32 or bf16"):
+        ops.dequantize(Int8Linear(w).weight, Int8Linear(w).kernel_scale(), torch.float16)
 
 
 def test_linear_rows_refuses_mismatched_inputs(ops):
