@@ -98,15 +98,28 @@ const float* row_f32(const at::Tensor& x, int64_t m, std::vector<float>& buf) {
 // each lane's scale and offset (Activations). `at` is the row's first index.
 void quantize_groups_row(const float* v, int64_t K, int64_t at, Activations& a) {
   for (int64_t g = 0; g < K; g += kInt4Group) {  // K is a multiple of 128
+    // group q of its block: values 0..15 go to 16q..16q+15 of the block, values 16..31 to 64 + 16q..
+    const int64_t block = at + g - g % kInt4Block, low = block + (g % kInt4Block) / 2, high = low + kInt4Block / 2;
+#ifdef NANOCHAT_AVX512
+    // the same arithmetic as the loops below, 16 at a time (a step quantises every product's input)
+    const __m512 first = _mm512_loadu_ps(v + g), second = _mm512_loadu_ps(v + g + kInt4Group / 2);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(first), _mm512_abs_ps(second)));
+    const float scale = amax > 0.f ? amax / 127.f : 1.f;
+    const __m512 step = _mm512_set1_ps(scale);
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.i8.data() + low),
+                     _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_div_ps(first, step), kNearest))));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.i8.data() + high),
+                     _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_div_ps(second, step), kNearest))));
+#else
     float amax = 0.f;
     for (int64_t i = g; i < g + kInt4Group; i++) amax = std::max(amax, std::fabs(v[i]));
     const float scale = amax > 0.f ? amax / 127.f : 1.f;
-    // group q of its block: values 0..15 go to 16q..16q+15 of the block, values 16..31 to 64 + 16q..
-    const int64_t block = at + g - g % kInt4Block, low = block + (g % kInt4Block) / 2, high = low + kInt4Block / 2;
     for (int64_t t = 0; t < kInt4Group / 2; t++) {
       a.i8[low + t] = static_cast<int8_t>(std::nearbyint(v[g + t] / scale));
       a.i8[high + t] = static_cast<int8_t>(std::nearbyint(v[g + kInt4Group / 2 + t] / scale));
     }
+#endif
     for (int64_t t = 0; t < kInt4Group / 2; t += 4) {
       int32_t sum = 0;
       for (int64_t i = t; i < t + 4; i++) sum += a.i8[low + i] + a.i8[high + i];
