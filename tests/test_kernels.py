@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils import cpp_extension
 
 from conftest import random_model
-from nanochat_py import bench, kernels
+from nanochat_py import bench, kernels, quantize
 from nanochat_py.config import GENERATIONS
 from nanochat_py.quantize import Int4Linear, Int8Linear
 
@@ -81,6 +81,24 @@ def test_dequantize_is_the_layers_own_dequantised_weight(ops):
         ops.dequantize(Int4Linear(w).weight, torch.zeros(40, 8), torch.float32)
     with pytest.raises(RuntimeError, match="to fp32 or bf16"):
         ops.dequantize(Int8Linear(w).weight, Int8Linear(w).kernel_scale(), torch.float16)
+
+
+@pytest.mark.parametrize("layer_type", [Int8Linear, Int4Linear])
+def test_quantised_prefill_is_one_product_over_the_dequantised_matrix(layer_type):
+    layer = layer_type(torch.randn(96, 256))
+    if layer.matmul_rows is None:
+        pytest.skip("this CPU keeps int8 prefill on the row kernel (no bf16 instructions)")
+    x = torch.randn(layer.matmul_rows + 1, 256)
+    dtype = torch.bfloat16 if quantize.BF16_PREFILL else torch.float32
+    with torch.inference_mode():
+        got = layer(x)
+        by_rows = torch.cat([layer(x[i : i + 1]) for i in range(len(x))])  # the row kernel, one row at a time
+    assert got.dtype == torch.float32 and torch.equal(got.to(dtype).float(), got)  # computed in `dtype`
+    # x and the weights as the product sees them, fp32 sums, the result rounded to the product's dtype
+    want = F.linear(x.to(dtype).float(), layer.dequantized(dtype).float()).to(dtype).float()
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=8e-3)
+    # the row kernel keeps finer activations: the two differ by about bf16's rounding, no more
+    assert (got - by_rows).abs().max() <= 0.02 * by_rows.abs().max()
 
 
 def test_linear_rows_refuses_mismatched_inputs(ops):
