@@ -14,6 +14,7 @@ from torch.utils import cpp_extension
 from conftest import random_model
 from nanochat_py import bench, kernels, quantize
 from nanochat_py.config import GENERATIONS
+from nanochat_py.linear import KERNEL_ROWS
 from nanochat_py.quantize import Int4Linear, Int8Linear
 
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler to build the kernels")
@@ -192,11 +193,17 @@ def test_bf16_int8_and_int4_kernel_decode_stay_close_to_fp32():
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 @torch.inference_mode()
 def test_quantised_models_keep_a_bf16_cache_that_the_kernels_decode_over(dtype):
-    model = bench.variant_of(random_model("G5", short_window=12, n_embd=128), dtype)
-    cache = model.new_cache(2, 50, per_row=True)
+    fp32 = random_model("G5", short_window=12, n_embd=128)
+    model = bench.variant_of(fp32, dtype)
+    rows = KERNEL_ROWS + 4  # a server's batch: more rows than fp32 weights take the kernel for
+    cache = model.new_cache(rows, 50, per_row=True)
     assert model.dtype == torch.float32 and cache.k.dtype == cache.v.dtype == torch.bfloat16
-    assert model._kernel_step(torch.zeros(2, 1, 128), cache, torch.tensor([0, 0])) is not None
-    ids = torch.randint(0, model.config.vocab_size, (2, 40))
+    # fp32 activations, but int8/int4 matrices: the whole block runs on the kernel (torch's attention over a
+    # long row's cache cost a 16-stream int8 server 0.7 s a step)
+    assert model._kernel_step(torch.zeros(rows, 1, 128), cache, torch.zeros(rows, dtype=torch.long)) is not None
+    fp32_cache = fp32.new_cache(rows, 50, per_row=True)
+    assert fp32._kernel_step(torch.zeros(rows, 1, 128), fp32_cache, torch.zeros(rows, dtype=torch.long)) is None
+    ids = torch.randint(0, model.config.vocab_size, (rows, 40))
     fast = _decode(model, ids, 20, per_row=True)
     with kernels.switched_off():  # torch's attention over the same bf16 cache, in fp32
         plain = _decode(model, ids, 20, per_row=True)

@@ -270,8 +270,9 @@ class GPT(nn.Module):
             or cfg.n_embd % 32  # the kernels' products take widths in multiples of 32
             or cfg.mlp_hidden % 32
             # bigger fp32 batches are compute-bound and oneDNN's fp32 matmul beats the kernel's passes of 8
-            # rows (linear.py); in bf16 and int8 the kernel's passes stay ahead (benchmarks/README.md)
-            or (x.shape[0] > KERNEL_ROWS and x.dtype == torch.float32)
+            # rows (linear.py); in bf16 the kernel's passes stay ahead (benchmarks/README.md), and int8/int4
+            # matrices (fp32 activations) take the kernel for their products anyway
+            or (x.shape[0] > KERNEL_ROWS and self.transformer.h[0].mlp.c_fc.weight.dtype == torch.float32)
         ):
             return None
         if positions is None:  # every row at the shared position
