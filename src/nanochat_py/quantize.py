@@ -66,7 +66,9 @@ class QuantizedLinear(Linear):
 
 class Int8Linear(QuantizedLinear):
     # a d12 MLP matrix on an AMX Xeon, in the kernel against dequantised to bf16: 64 rows 0.88 vs 1.17 ms,
-    # 96 rows 1.37 vs 1.08, 256 rows 3.5 vs 1.5. Dequantised to fp32 it is not ahead until past 256 rows.
+    # 96 rows 1.37 vs 1.08, 256 rows 3.5 vs 1.5. Without bf16 instructions int8 stays on the kernel: here,
+    # dequantised to fp32, a d12 512-token prefill took 0.43 s against the kernel's 0.49, too close to switch
+    # on CPUs where neither was measured.
     matmul_rows = 80 if BF16_PREFILL else None
 
     def __init__(self, weight: torch.Tensor):
