@@ -1,5 +1,5 @@
 """The compiled decode kernels compute what the plain torch ops compute: each op against its torch
-definition (native AVX-512 build and the portable build), and whole decode steps of every generation."""
+definition (the native build, the AVX2 build and the portable one), and whole decode steps of every generation."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from nanochat_py.quantize import Int4Linear, Int8Linear
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler to build the kernels")
 
 
-@pytest.fixture(scope="module", params=["native", "portable"])
+@pytest.fixture(scope="module", params=kernels.VARIANTS)
 def ops(request):
-    built = kernels.build(portable=request.param == "portable")
+    built = kernels.build(request.param)
     assert built is not None, "the kernels failed to build (see the warning above)"
     return built
 

@@ -1,8 +1,8 @@
 """The compiled CPU kernels of the decode step (decode.cpp): built once per environment, loaded directly.
 
 They are compiled with the machine's C++ compiler for its own CPU (`-march=native`: AVX-512, its bf16 dot
-product and VNNI where present) by torch's extension builder. Where they live and how they are built keeps
-every run safe from every other:
+product and VNNI where present, else AVX2, else portable loops) by torch's extension builder. Where they
+live and how they are built keeps every run safe from every other:
 
 - The library is named by a hash of everything that affects it (source, flags, CPU, torch, Python, the
   compiler variable CXX, the environment's prefix) and kept in the environment's own directory
@@ -46,7 +46,8 @@ log = logging.getLogger("nanochat_py")
 
 SOURCE = Path(__file__).with_name("decode.cpp")
 OPS = ("linear_rows", "rms_norm", "decode_block", "dequantize")
-_loaded: dict[bool, SimpleNamespace | None] = {}
+_loaded: dict[str, SimpleNamespace | None] = {}
+VARIANTS = ("native", "avx2", "portable")  # the tests build all three; a run uses "native"
 _lock = threading.Lock()
 _enabled = os.environ.get("NANOCHAT_PY_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -56,7 +57,7 @@ def ops() -> SimpleNamespace | None:
     built. Called often during a decode step, so it is a flag test and a lookup."""
     if not _enabled:
         return None
-    return _loaded[False] if False in _loaded else load()
+    return _loaded["native"] if "native" in _loaded else load()
 
 
 @contextlib.contextmanager
@@ -70,30 +71,32 @@ def switched_off() -> Iterator[None]:
         _enabled = before
 
 
-def load(portable: bool = False) -> SimpleNamespace | None:
+def load(variant: str = "native") -> SimpleNamespace | None:
     """The kernels from this environment's finished build, at once; None (after starting a background
     build, or saying why there is none) where there is no usable build."""
     with _lock:
-        if portable not in _loaded:
-            _loaded[portable] = _load_or_start_build(Build(portable))
-    return _loaded[portable]
+        if variant not in _loaded:
+            _loaded[variant] = _load_or_start_build(Build(variant))
+    return _loaded[variant]
 
 
-def build(portable: bool = False) -> SimpleNamespace | None:
+def build(variant: str = "native") -> SimpleNamespace | None:
     """Build the kernels now unless built (waiting for a build another process is running), then load
-    them. For `make` and the tests; `portable` skips the AVX-512 code. None when the build fails."""
+    them. For `make` and the tests: "avx2" leaves out the AVX-512 code, "portable" every intrinsic. None
+    when the build fails."""
     with _lock:
-        if _loaded.get(portable) is None:
-            target = Build(portable)
-            _loaded[portable] = _open(target) if target.compile(wait=True) else None
-    return _loaded[portable]
+        if _loaded.get(variant) is None:
+            target = Build(variant)
+            _loaded[variant] = _open(target) if target.compile(wait=True) else None
+    return _loaded[variant]
 
 
 class Build:
     """One build of decode.cpp for this machine and environment: its name, its files, and how to make it."""
 
-    def __init__(self, portable: bool = False, directory: Path | None = None):
-        self.flags = _flags(portable)
+    def __init__(self, variant: str = "native", directory: Path | None = None):
+        self.variant = variant
+        self.flags = _flags(variant)
         self.directory = directory or kernel_dir()
         key = "\n".join([SOURCE.read_text(), *self.flags, *_environment()])
         self.name = "nanochat_py_decode_" + hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -182,8 +185,7 @@ def _load_or_start_build(target: Build) -> SimpleNamespace | None:
 def _start_background_build(target: Build) -> None:
     """A detached builder: it outlives this run (Ctrl-C here does not kill it) and gives up at once if
     another process is already building."""
-    args = [sys.executable, "-m", "nanochat_py.kernels", "--background"] + (["--portable"] if "-DNANOCHAT_PORTABLE"
-                                                                             in target.flags else [])  # fmt: skip
+    args = [sys.executable, "-m", "nanochat_py.kernels", "--background", "--variant", target.variant]
     try:
         subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -214,14 +216,15 @@ def _take(lock, wait: bool) -> bool:
         return False
 
 
-def _flags(portable: bool) -> list[str]:
+def _flags(variant: str) -> list[str]:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown kernel variant {variant!r}: one of {', '.join(VARIANTS)}")
     flags = ["-O3", "-fopenmp"]  # at::parallel_for is OpenMP in torch's CPU builds: without it, one thread
     if platform.machine() in ("x86_64", "AMD64"):
         flags.append("-march=native")
     elif platform.machine() in ("aarch64", "arm64"):
         flags.append("-mcpu=native")
-    if portable:
-        flags.append("-DNANOCHAT_PORTABLE")
+    flags += {"native": [], "avx2": ["-DNANOCHAT_NO_AVX512"], "portable": ["-DNANOCHAT_PORTABLE"]}[variant]
     return flags
 
 

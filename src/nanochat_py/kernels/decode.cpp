@@ -12,8 +12,9 @@
 //   heads), the MLP and both residuals.
 // - rms_norm: for the few rows outside the blocks (the final norm of a decode step).
 //
-// With AVX-512 (bf16 and VNNI where the CPU has them) the inner loops use intrinsics; elsewhere, portable
-// loops the compiler vectorises. Build: nanochat_py/kernels/__init__.py (-O3 -march=native, at first use).
+// With AVX-512 (bf16 and VNNI where the CPU has them) or AVX2 (+FMA, F16C: most laptops, older servers) the
+// inner loops use intrinsics, written once over a vector type of either width; elsewhere, portable loops
+// the compiler vectorises. Build: nanochat_py/kernels/__init__.py (-O3 -march=native, at `make`).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -26,8 +27,15 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && !defined(NANOCHAT_PORTABLE)
+// NANOCHAT_PORTABLE: no intrinsics; NANOCHAT_NO_AVX512: the AVX2 code even where AVX-512 is there (the
+// tests build all three, so every path is tested on an AVX-512 machine)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && !defined(NANOCHAT_PORTABLE) && !defined(NANOCHAT_NO_AVX512)
 #define NANOCHAT_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(NANOCHAT_PORTABLE)
+#define NANOCHAT_AVX2 1
+#endif
+#if defined(NANOCHAT_AVX512) || defined(NANOCHAT_AVX2)
+#define NANOCHAT_SIMD 1
 #include <immintrin.h>
 #endif
 
@@ -111,6 +119,27 @@ void quantize_groups_row(const float* v, int64_t K, int64_t at, Activations& a) 
                      _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_div_ps(first, step), kNearest))));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(a.i8.data() + high),
                      _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_div_ps(second, step), kNearest))));
+#elif defined(NANOCHAT_AVX2)
+    // the same, 8 at a time: four vectors of int32 packed (in order) to 32 int8
+    __m256 part[4], amax8 = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    for (int i = 0; i < 4; i++) {
+      part[i] = _mm256_loadu_ps(v + g + 8 * i);
+      amax8 = _mm256_max_ps(amax8, _mm256_andnot_ps(sign, part[i]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax8), _mm256_extractf128_ps(amax8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    const float scale = amax > 0.f ? amax / 127.f : 1.f;
+    const __m256 step = _mm256_set1_ps(scale);
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m256i q[4];
+    for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(part[i], step), kNearest));
+    for (int half = 0; half < 2; half++) {  // packs works within 128-bit lanes: the permute puts them back in order
+      const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2 * half], q[2 * half + 1]), 0xD8);
+      const __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(a.i8.data() + (half ? high : low)), bytes);
+    }
 #else
     float amax = 0.f;
     for (int64_t i = g; i < g + kInt4Group; i++) amax = std::max(amax, std::fabs(v[i]));
@@ -188,39 +217,152 @@ constexpr int rows_at_once() { return M <= 2 ? 4 : 2; }
 template <int M>
 constexpr int unroll() { return M == 1 ? 4 : (M == 2 ? 2 : 1); }
 
+#ifdef NANOCHAT_SIMD
+
+// ---- one vector of the machine's width: 16 fp32 (AVX-512) or 8 (AVX2); the loops below are written once
+// against these helpers
+
 #ifdef NANOCHAT_AVX512
+using VecF = __m512;
+using VecI = __m512i;
+constexpr int kLanes = 16;  // fp32 (or int32) per vector
+inline VecF vzero() { return _mm512_setzero_ps(); }
+inline VecI vzero_i() { return _mm512_setzero_si512(); }
+inline VecF vset(float v) { return _mm512_set1_ps(v); }
+inline VecF vload(const float* p) { return _mm512_loadu_ps(p); }
+inline VecI vload_i(const void* p) { return _mm512_loadu_si512(p); }
+inline void vstore(float* p, VecF v) { _mm512_storeu_ps(p, v); }
+inline VecF vfmadd(VecF a, VecF b, VecF acc) { return _mm512_fmadd_ps(a, b, acc); }
+inline VecF vadd(VecF a, VecF b) { return _mm512_add_ps(a, b); }
+inline VecF vmul(VecF a, VecF b) { return _mm512_mul_ps(a, b); }
+inline VecF vdiv(VecF a, VecF b) { return _mm512_div_ps(a, b); }
+inline VecI vadd_i(VecI a, VecI b) { return _mm512_add_epi32(a, b); }
+inline VecF vto_float(VecI v) { return _mm512_cvtepi32_ps(v); }
+inline float vsum(VecF v) { return _mm512_reduce_add_ps(v); }
+inline float vsum_i(VecI v) { return static_cast<float>(_mm512_reduce_add_epi32(v)); }
+// kLanes bf16 values widened to fp32 (a bf16 is the top half of an fp32)
+inline VecF vload_bf16(const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+}
+// 2 * kLanes int8 values widened to int16
+inline VecI vload_i8_as_i16(const int8_t* p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+// acc + the pairwise products of int16 lanes, summed in int32
+inline VecI vdot_i16(VecI acc, VecI a, VecI b) {
+#ifdef __AVX512VNNI__
+  return _mm512_dpwssd_epi32(acc, a, b);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+}
+// acc + four products of unsigned x signed bytes per int32 lane
+inline VecI vdot_u8s8(VecI acc, VecI u, VecI s) {
+#ifdef __AVX512VNNI__
+  return _mm512_dpbusd_epi32(acc, u, s);
+#else  // |(q + 8) * x| <= 15 * 127: the pairwise int16 sums cannot saturate
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+#endif
+}
+inline VecI vnibbles_low(VecI v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
+inline VecI vnibbles_high(VecI v) { return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F)); }
+// the even and odd bf16 of 2 * kLanes, as fp32
+inline VecF veven_bf16(VecI v) { return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)); }
+inline VecF vodd_bf16(VecI v) { return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)))); }
+// int4 blocks: the scales of the block's four groups, spread over the lanes of part `part` of the block
+// (lane l holds bytes 4l..4l+3, in group l / 4)
+inline VecF vgroup_scales(__m128 four, int /*part: one vector holds the whole block*/) {
+  return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_castps128_ps512(four));
+}
+#else  // AVX2 with FMA and F16C
+using VecF = __m256;
+using VecI = __m256i;
+constexpr int kLanes = 8;
+inline VecF vzero() { return _mm256_setzero_ps(); }
+inline VecI vzero_i() { return _mm256_setzero_si256(); }
+inline VecF vset(float v) { return _mm256_set1_ps(v); }
+inline VecF vload(const float* p) { return _mm256_loadu_ps(p); }
+inline VecI vload_i(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline void vstore(float* p, VecF v) { _mm256_storeu_ps(p, v); }
+inline VecF vfmadd(VecF a, VecF b, VecF acc) { return _mm256_fmadd_ps(a, b, acc); }
+inline VecF vadd(VecF a, VecF b) { return _mm256_add_ps(a, b); }
+inline VecF vmul(VecF a, VecF b) { return _mm256_mul_ps(a, b); }
+inline VecF vdiv(VecF a, VecF b) { return _mm256_div_ps(a, b); }
+inline VecI vadd_i(VecI a, VecI b) { return _mm256_add_epi32(a, b); }
+inline VecF vto_float(VecI v) { return _mm256_cvtepi32_ps(v); }
+inline float vsum(VecF v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+inline float vsum_i(VecI v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  return static_cast<float>(_mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1))));
+}
+inline VecF vload_bf16(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+inline VecI vload_i8_as_i16(const int8_t* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline VecI vdot_i16(VecI acc, VecI a, VecI b) {
+#ifdef __AVXVNNI__
+  return _mm256_dpwssd_avx_epi32(acc, a, b);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+inline VecI vdot_u8s8(VecI acc, VecI u, VecI s) {
+#ifdef __AVXVNNI__
+  return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else  // |(q + 8) * x| <= 15 * 127: the pairwise int16 sums cannot saturate
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+inline VecI vnibbles_low(VecI v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0F)); }
+inline VecI vnibbles_high(VecI v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
+inline VecF veven_bf16(VecI v) { return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)); }
+inline VecF vodd_bf16(VecI v) { return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u)))); }
+inline VecF vgroup_scales(__m128 four, int part) {  // half a block a vector: groups 0, 1 or 2, 3
+  const __m256i first = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0), second = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(four), part ? second : first);
+}
+#endif
+
+// x[i..i+kLanes) of an fp32 or bf16 array, as fp32
+template <typename T>
+inline VecF vload_as_float(const T* p) {
+  if constexpr (std::is_same_v<T, float>) return vload(p);
+  else return vload_bf16(reinterpret_cast<const uint16_t*>(p));
+}
 
 struct F32 {
   using W = float;
   using X = float;
-  using Acc = __m512;
-  static constexpr int kStep = 16;
-  static Acc zero() { return _mm512_setzero_ps(); }
-  static __m512 load_w(const W* w) { return _mm512_loadu_ps(w); }
-  static Acc madd(Acc acc, __m512 w, const X* x) { return _mm512_fmadd_ps(w, _mm512_loadu_ps(x), acc); }
-  static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
-  static float reduce(Acc a) { return _mm512_reduce_add_ps(a); }
+  using Acc = VecF;
+  static constexpr int kStep = kLanes;
+  static Acc zero() { return vzero(); }
+  static VecF load_w(const W* w) { return vload(w); }
+  static Acc madd(Acc acc, VecF w, const X* x) { return vfmadd(w, vload(x), acc); }
+  static Acc add(Acc a, Acc b) { return vadd(a, b); }
+  static float reduce(Acc a) { return vsum(a); }
 };
 
 struct BF16 {
   using W = uint16_t;
   using X = uint16_t;
-  using Acc = __m512;
-  static constexpr int kStep = 32;
-  static Acc zero() { return _mm512_setzero_ps(); }
-  static __m512i load_w(const W* w) { return _mm512_loadu_si512(w); }
+  using Acc = VecF;
+  static constexpr int kStep = 2 * kLanes;
+  static Acc zero() { return vzero(); }
+  static VecI load_w(const W* w) { return vload_i(w); }
 #ifdef __AVX512BF16__
-  static Acc madd(Acc acc, __m512i w, const X* x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_loadu_si512(x)); }
+  static Acc madd(Acc acc, VecI w, const X* x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)vload_i(x)); }
 #else
-  // no native bf16 dot product: widen both halves to fp32 (a bf16 is the top half of an fp32)
-  static Acc madd(Acc acc, __m512i w, const X* x) {
-    const __m512i xv = _mm512_loadu_si512(x), hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-    acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(xv, 16)), acc);
-    return _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w, hi)), _mm512_castsi512_ps(_mm512_and_si512(xv, hi)), acc);
+  // no native bf16 dot product: widen the even and the odd halves to fp32
+  static Acc madd(Acc acc, VecI w, const X* x) {
+    const VecI xv = vload_i(x);
+    return vfmadd(vodd_bf16(w), vodd_bf16(xv), vfmadd(veven_bf16(w), veven_bf16(xv), acc));
   }
 #endif
-  static Acc add(Acc a, Acc b) { return _mm512_add_ps(a, b); }
-  static float reduce(Acc a) { return _mm512_reduce_add_ps(a); }
+  static Acc add(Acc a, Acc b) { return vadd(a, b); }
+  static float reduce(Acc a) { return vsum(a); }
 };
 
 // int8 weights widened to int16, times int16 activations, summed exactly in int32 (`prepare` bounds the
@@ -228,17 +370,13 @@ struct BF16 {
 struct I8 {
   using W = int8_t;
   using X = int16_t;
-  using Acc = __m512i;
-  static constexpr int kStep = 32;
-  static Acc zero() { return _mm512_setzero_si512(); }
-  static __m512i load_w(const W* w) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))); }
-#ifdef __AVX512VNNI__
-  static Acc madd(Acc acc, __m512i w, const X* x) { return _mm512_dpwssd_epi32(acc, w, _mm512_loadu_si512(x)); }
-#else
-  static Acc madd(Acc acc, __m512i w, const X* x) { return _mm512_add_epi32(acc, _mm512_madd_epi16(w, _mm512_loadu_si512(x))); }
-#endif
-  static Acc add(Acc a, Acc b) { return _mm512_add_epi32(a, b); }
-  static float reduce(Acc a) { return static_cast<float>(_mm512_reduce_add_epi32(a)); }
+  using Acc = VecI;
+  static constexpr int kStep = 2 * kLanes;
+  static Acc zero() { return vzero_i(); }
+  static VecI load_w(const W* w) { return vload_i8_as_i16(w); }
+  static Acc madd(Acc acc, VecI w, const X* x) { return vdot_i16(acc, w, vload_i(x)); }
+  static Acc add(Acc a, Acc b) { return vadd_i(a, b); }
+  static float reduce(Acc a) { return vsum_i(a); }
 };
 
 // weight row r starts at w + r * stride
@@ -272,44 +410,35 @@ void dot(const typename T::W* w, int64_t stride, const typename T::X* x, int64_t
     }
 }
 
-// int4 weights (stored q + 8, two a byte) times int8 activations: each 64-byte block is four groups of 32,
-// one AND and one shift unpack it into two vectors of unsigned bytes for the u8 x s8 dot product, and since
-// a lane's low and high nibbles belong to the same group, both products go into the same int32 lane. Each
-// lane starts from its offset (-8 x its eight activations), so it ends holding sum(q * x) over eight inputs
-// of one group; then one conversion, times both scales, in fp32.
-inline __m512i dot_u8s8(__m512i acc, __m512i u, __m512i s) {
-#ifdef __AVX512VNNI__
-  return _mm512_dpbusd_epi32(acc, u, s);
-#else  // |(q + 8) * x| <= 15 * 127: the pairwise int16 sums cannot saturate
-  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
-#endif
-}
-
+// int4 weights (stored q + 8, two a byte) times int8 activations: each 64-byte block is four groups of 32;
+// one AND and one shift unpack a vector of it into two vectors of unsigned bytes for the u8 x s8 dot
+// product, and since a lane's low and high nibbles belong to the same group, both products go into the
+// same int32 lane. Each lane starts from its offset (-8 x its eight activations), so it ends holding
+// sum(q * x) over eight inputs of one group; then one conversion, times both scales, in fp32.
 template <int M, int R>
 void dot_i4(const uint8_t* w, const at::Half* ws, int64_t stride, const Activations& a, int64_t m0, int64_t K,
             float (&out)[R][M]) {
-  const __m512i nibble = _mm512_set1_epi8(0x0F);
-  const __m512i group_of_lane = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  constexpr int kBytes = 4 * kLanes, kParts = kInt4Block / 2 / kBytes;  // a block is 64 bytes: 1 or 2 vectors
   const int64_t row_bytes = K / 2, row_groups = K / kInt4Group;
-  __m512 acc[R][M][2];  // even and odd blocks: two chains of multiply-adds in flight
+  VecF acc[R][M][2];  // even and odd blocks: two chains of multiply-adds in flight
   for (int r = 0; r < R; r++)
-    for (int m = 0; m < M; m++) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+    for (int m = 0; m < M; m++) acc[r][m][0] = acc[r][m][1] = vzero();
   auto block = [&](int64_t k, int u) {
     for (int r = 0; r < R; r++) {
       const uint8_t* wk = w + r * stride * row_bytes + k / 2;
       if constexpr (M > 1) _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchRows * row_bytes), _MM_HINT_T0);
       else _mm_prefetch(reinterpret_cast<const char*>(wk) + kPrefetchBytes, _MM_HINT_T0);
-      const __m512i packed = _mm512_loadu_si512(wk);
-      const __m512i low = _mm512_and_si512(packed, nibble), high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
-      const __m128i half4 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws + r * stride * row_groups + k / kInt4Group));
-      const __m512 scales = _mm512_permutexvar_ps(group_of_lane, _mm512_castps128_ps512(_mm_cvtph_ps(half4)));
-      for (int m = 0; m < M; m++) {
-        const int64_t at = (m0 + m) * K + k;
-        const int8_t* x = a.i8.data() + at;
-        const __m512i sums = dot_u8s8(dot_u8s8(_mm512_loadu_si512(a.i8_lane_offset.data() + at / 8), low, _mm512_loadu_si512(x)),
-                                      high, _mm512_loadu_si512(x + 64));
-        const __m512 both = _mm512_mul_ps(scales, _mm512_loadu_ps(a.i8_lane_scale.data() + at / 8));
-        acc[r][m][u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), both, acc[r][m][u]);
+      const __m128 four = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws + r * stride * row_groups + k / kInt4Group)));
+      for (int p = 0; p < kParts; p++) {
+        const VecI packed = vload_i(wk + p * kBytes);
+        const VecI low = vnibbles_low(packed), high = vnibbles_high(packed);
+        const VecF scales = vgroup_scales(four, p);
+        for (int m = 0; m < M; m++) {
+          const int64_t at = (m0 + m) * K + k, lane = at / 8 + p * kLanes;
+          const int8_t* x = a.i8.data() + at + p * kBytes;  // byte j meets x j (low nibble) and 64 + j (high)
+          const VecI sums = vdot_u8s8(vdot_u8s8(vload_i(a.i8_lane_offset.data() + lane), low, vload_i(x)), high, vload_i(x + kInt4Block / 2));
+          acc[r][m][u] = vfmadd(vto_float(sums), vmul(scales, vload(a.i8_lane_scale.data() + lane)), acc[r][m][u]);
+        }
       }
     }
   };
@@ -320,7 +449,7 @@ void dot_i4(const uint8_t* w, const at::Half* ws, int64_t stride, const Activati
   }
   if (k < K) block(k, 0);
   for (int r = 0; r < R; r++)
-    for (int m = 0; m < M; m++) out[r][m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m][0], acc[r][m][1]));
+    for (int m = 0; m < M; m++) out[r][m] = vsum(vadd(acc[r][m][0], acc[r][m][1]));
 }
 
 #else  // portable loops: `omp simd reduction` lets the compiler reorder the sums into vector lanes
@@ -636,60 +765,54 @@ void attend_head_portable(const float* q, const T* keys, const T* values, int64_
   for (int64_t j = 0; j < d; j++) out[j] /= total;
 }
 
-#ifdef NANOCHAT_AVX512
-template <typename T>
-inline __m512 load16(const T* p) {
-  if constexpr (std::is_same_v<T, float>) return _mm512_loadu_ps(p);
-  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-
-// The same for d = 16 * C: the query and the running sum of values stay in registers (the portable loop
-// reloads and stores its sum for every key), and four keys' scores are summed side by side.
+#ifdef NANOCHAT_SIMD
+// The same for d = kLanes * C: the query and the running sum of values stay in registers (the portable
+// loop reloads and stores its sum for every key), and four keys' scores are summed side by side.
 template <typename T, int C>
-void attend_head_avx512(const float* q, const T* keys, const T* values, int64_t st, int64_t first, int64_t last,
-                        float scale, float* scores, float* out) {
-  __m512 qc[C];
-  for (int c = 0; c < C; c++) qc[c] = _mm512_loadu_ps(q + 16 * c);
+void attend_head_simd(const float* q, const T* keys, const T* values, int64_t st, int64_t first, int64_t last,
+                      float scale, float* scores, float* out) {
+  VecF qc[C];
+  for (int c = 0; c < C; c++) qc[c] = vload(q + kLanes * c);
   float best = -INFINITY;
   int64_t t = first;
   for (; t + 4 <= last + 1; t += 4) {
-    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    VecF s[4] = {vzero(), vzero(), vzero(), vzero()};
     for (int c = 0; c < C; c++)
-      for (int i = 0; i < 4; i++) s[i] = _mm512_fmadd_ps(qc[c], load16(keys + (t + i) * st + 16 * c), s[i]);
+      for (int i = 0; i < 4; i++) s[i] = vfmadd(qc[c], vload_as_float(keys + (t + i) * st + kLanes * c), s[i]);
     for (int i = 0; i < 4; i++) {
-      scores[t + i - first] = _mm512_reduce_add_ps(s[i]) * scale;
+      scores[t + i - first] = vsum(s[i]) * scale;
       best = std::max(best, scores[t + i - first]);
     }
   }
   for (; t <= last; t++) {
-    __m512 s = _mm512_setzero_ps();
-    for (int c = 0; c < C; c++) s = _mm512_fmadd_ps(qc[c], load16(keys + t * st + 16 * c), s);
-    scores[t - first] = _mm512_reduce_add_ps(s) * scale;
+    VecF s = vzero();
+    for (int c = 0; c < C; c++) s = vfmadd(qc[c], vload_as_float(keys + t * st + kLanes * c), s);
+    scores[t - first] = vsum(s) * scale;
     best = std::max(best, scores[t - first]);
   }
-  __m512 acc[C];
-  for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+  VecF acc[C];
+  for (int c = 0; c < C; c++) acc[c] = vzero();
   float total = 0.f;
   for (t = first; t <= last; t++) {
     const float p = std::exp(scores[t - first] - best);
     total += p;
-    const __m512 pv = _mm512_set1_ps(p);
-    for (int c = 0; c < C; c++) acc[c] = _mm512_fmadd_ps(pv, load16(values + t * st + 16 * c), acc[c]);
+    const VecF pv = vset(p);
+    for (int c = 0; c < C; c++) acc[c] = vfmadd(pv, vload_as_float(values + t * st + kLanes * c), acc[c]);
   }
-  const __m512 totals = _mm512_set1_ps(total);
-  for (int c = 0; c < C; c++) _mm512_storeu_ps(out + 16 * c, _mm512_div_ps(acc[c], totals));
+  const VecF totals = vset(total);
+  for (int c = 0; c < C; c++) vstore(out + kLanes * c, vdiv(acc[c], totals));
 }
 #endif
 
 template <typename T>
 void attend_head(const float* q, const T* keys, const T* values, int64_t st, int64_t first, int64_t last, int64_t d,
                  float scale, float* scores, float* out) {
-#ifdef NANOCHAT_AVX512
+#ifdef NANOCHAT_SIMD
   switch (d) {  // nanochat's heads are 128 wide; the tests' small models use the others
-    case 32: return attend_head_avx512<T, 2>(q, keys, values, st, first, last, scale, scores, out);
-    case 64: return attend_head_avx512<T, 4>(q, keys, values, st, first, last, scale, scores, out);
-    case 128: return attend_head_avx512<T, 8>(q, keys, values, st, first, last, scale, scores, out);
-    case 256: return attend_head_avx512<T, 16>(q, keys, values, st, first, last, scale, scores, out);
+    case 32: return attend_head_simd<T, 32 / kLanes>(q, keys, values, st, first, last, scale, scores, out);
+    case 64: return attend_head_simd<T, 64 / kLanes>(q, keys, values, st, first, last, scale, scores, out);
+    case 128: return attend_head_simd<T, 128 / kLanes>(q, keys, values, st, first, last, scale, scores, out);
+    case 256: return attend_head_simd<T, 256 / kLanes>(q, keys, values, st, first, last, scale, scores, out);
   }
 #endif
   attend_head_portable(q, keys, values, st, first, last, d, scale, scores, out);
