@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils import cpp_extension
 
 from conftest import random_model
-from nanochat_py import bench, kernels, quantize
+from nanochat_py import bench, kernels, linear, quantize
 from nanochat_py.config import GENERATIONS
 from nanochat_py.linear import KERNEL_ROWS
 from nanochat_py.quantize import Int4Linear, Int8Linear
@@ -90,7 +90,7 @@ def test_quantised_prefill_is_one_product_over_the_dequantised_matrix(layer_type
     if layer.matmul_rows is None:
         pytest.skip("this CPU keeps int8 prefill on the row kernel (no bf16 instructions)")
     x = torch.randn(layer.matmul_rows + 1, 256)
-    dtype = torch.bfloat16 if quantize.BF16_PREFILL else torch.float32
+    dtype = torch.bfloat16 if quantize.BF16_MATMUL else torch.float32
     with torch.inference_mode():
         got = layer(x)
         by_rows = torch.cat([layer(x[i : i + 1]) for i in range(len(x))])  # the row kernel, one row at a time
@@ -100,6 +100,21 @@ def test_quantised_prefill_is_one_product_over_the_dequantised_matrix(layer_type
     torch.testing.assert_close(got, want, atol=1e-3, rtol=8e-3)
     # the row kernel keeps finer activations: the two differ by about bf16's rounding, no more
     assert (got - by_rows).abs().max() <= 0.02 * by_rows.abs().max()
+
+
+def test_bf16_products_of_many_rows_run_in_fp32_where_the_cpu_lacks_bf16_instructions(monkeypatch):
+    # torch's bf16 product there ran 6-7x slower than widening the weight for oneDNN's fp32 one
+    x, w = torch.randn(64, 256).bfloat16(), torch.randn(96, 256).bfloat16()
+    want = F.linear(x.float(), w.float()).bfloat16()  # exact inputs, fp32 sums, rounded once to bf16
+    monkeypatch.setattr(linear, "BF16_MATMUL", False)
+    monkeypatch.setattr(linear.F, "linear", lambda *a: pytest.fail("torch's bf16 product ran"))
+    with torch.inference_mode():
+        got = linear.linear(x, w)
+        monkeypatch.setattr(linear, "BF16_MATMUL", True)
+        with pytest.raises(pytest.fail.Exception, match="bf16 product ran"):
+            linear.linear(x, w)  # with bf16 instructions, torch's own bf16 product
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, atol=1e-2, rtol=8e-3)  # at most a bf16 rounding apart
 
 
 def test_linear_rows_refuses_mismatched_inputs(ops):

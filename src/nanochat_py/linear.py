@@ -22,6 +22,11 @@ KERNEL_ROWS = 8  # beyond this many rows torch's fp32 matrix-matrix product catc
 # rows 1.10x, a 16-token prefill 1.27x; 32 tokens 0.93x: benchmarks/README.md). With AMX, oneDNN's tiles win
 # as soon as there are a few rows.
 BF16_KERNEL_ROWS = KERNEL_ROWS if torch.cpu._is_amx_tile_supported() else 16
+# torch's CPU bf16 matrix product is fast only on bf16 instructions (AVX512-BF16, AMX). Elsewhere (AVX2: most
+# laptops) a bf16 product of many rows runs in fp32 instead, the weight widened exactly for oneDNN's fp32
+# product and the result rounded to bf16: on an AVX2-only AMD EPYC, 512 rows x 3072x768 took 121 ms in bf16
+# and 18 ms so (benchmarks/README.md, *AVX2*).
+BF16_MATMUL = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 class Linear(nn.Linear):
@@ -67,16 +72,14 @@ _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_l
 
 def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     kernel = kernel_for(x, weight)
-    if kernel is None:
-        if (
-            _ONEDNN
-            and x.device.type == "cpu"
-            and x.dtype == weight.dtype == torch.float32
-            and not _needs_grad(x, weight)
-        ):
+    if kernel is not None:
+        return run_kernel(kernel, x, weight, None)
+    if _ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype and not _needs_grad(x, weight):
+        if x.dtype == torch.float32:
             return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
-        return F.linear(x, weight)
-    return run_kernel(kernel, x, weight, None)
+        if x.dtype == torch.bfloat16 and not BF16_MATMUL:
+            return torch.ops.mkldnn._linear_pointwise(x.float(), weight.float(), None, "none", [], "").bfloat16()
+    return F.linear(x, weight)
 
 
 def run_kernel(kernel, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:

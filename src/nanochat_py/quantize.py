@@ -11,7 +11,7 @@ gates. Activations keep the model's dtype.
 
 Both keep the KV cache in bf16, not in the fp32 activations (model.kv_dtype). Prefill (more rows than a
 layer's `matmul_rows`) dequantises each matrix for one matrix-matrix product, in bf16 on CPUs with bf16
-instructions (BF16_PREFILL).
+instructions (BF16_MATMUL).
 
 Without the kernels (other devices, training) a matrix is dequantised for F.linear.
 """
@@ -21,19 +21,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .linear import Linear, kernel_for, linear, run_kernel
+from .linear import BF16_MATMUL, Linear, kernel_for, linear, run_kernel
 from .model import GPT
 
 INT4_GROUP = 32  # inputs per scale; packed as llama.cpp's Q4_0: byte t of a group holds input t and 16 + t
 INT4_BLOCK = 128  # the kernel takes four groups (64 bytes) at a time: input widths in multiples of this
-
-
-# Prefill's products on a CPU with bf16 dot-product instructions (AVX512-BF16, AMX) run in bf16, the dtype
-# nanochat trains in: the matrix dequantised to bf16, x rounded to bf16, fp32 sums rounded to bf16 (as a bf16
-# model's products are), the activations between products fp32. On an AMX Xeon a d12's
-# 512-token prefill took 0.19 s (int8) and 0.20 s (int4) so, against 0.43 and 0.44 dequantised to fp32,
-# with the largest logit difference from the fp32 model 0.113 against 0.105 (int8; int4 1.04 both).
-BF16_PREFILL = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 class QuantizedLinear(Linear):
@@ -59,7 +51,11 @@ class QuantizedLinear(Linear):
         if kernel is None:
             return F.linear(x, self.dequantized(x.dtype))
         if self.matmul_rows is not None and x.numel() // x.shape[-1] > self.matmul_rows:
-            dtype = torch.bfloat16 if BF16_PREFILL else x.dtype
+            # in bf16 where the CPU has bf16 instructions, the dtype nanochat trains in: the matrix dequantised
+            # to bf16, x rounded to bf16, fp32 sums rounded to bf16; the activations between products stay
+            # fp32. An AMX Xeon's d12 512-token prefill took 0.19 s (int8) and 0.20 s (int4) so, 0.43 and 0.44
+            # in fp32, with the largest logit difference from the fp32 model 0.113 against 0.105 (int8).
+            dtype = torch.bfloat16 if BF16_MATMUL else x.dtype
             return linear(x.to(dtype), kernel.dequantize(self.weight, self.kernel_scale(), dtype)).to(x.dtype)
         return run_kernel(kernel, x, self.weight, self.kernel_scale())
 
@@ -69,7 +65,7 @@ class Int8Linear(QuantizedLinear):
     # 96 rows 1.37 vs 1.08, 256 rows 3.5 vs 1.5. Without bf16 instructions int8 stays on the kernel: here,
     # dequantised to fp32, a d12 512-token prefill took 0.43 s against the kernel's 0.49, too close to switch
     # on CPUs where neither was measured.
-    matmul_rows = 80 if BF16_PREFILL else None
+    matmul_rows = 80 if BF16_MATMUL else None
 
     def __init__(self, weight: torch.Tensor):
         w = weight.detach().float()
@@ -87,7 +83,7 @@ class Int8Linear(QuantizedLinear):
 class Int4Linear(QuantizedLinear):
     # a d12 MLP matrix, in the kernel against dequantised: to bf16 (AMX Xeon) 32 rows 0.75 vs 0.87 ms, 64
     # rows 1.37 vs 0.92; to fp32 (measured earlier) 128 rows 4.2 vs 3.5 ms, 512 rows 16.9 vs 9.7
-    matmul_rows = 48 if BF16_PREFILL else 96
+    matmul_rows = 48 if BF16_MATMUL else 96
 
     def __init__(self, weight: torch.Tensor):
         q, scale = quantize_groups(weight.detach().float())
