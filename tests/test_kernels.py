@@ -87,8 +87,6 @@ def test_dequantize_is_the_layers_own_dequantised_weight(ops):
 @pytest.mark.parametrize("layer_type", [Int8Linear, Int4Linear])
 def test_quantised_prefill_is_one_product_over_the_dequantised_matrix(layer_type):
     layer = layer_type(torch.randn(96, 256))
-    if layer.matmul_rows is None:
-        pytest.skip("this CPU keeps int8 prefill on the row kernel (no bf16 instructions)")
     x = torch.randn(layer.matmul_rows + 1, 256)
     dtype = torch.bfloat16 if quantize.BF16_MATMUL else torch.float32
     with torch.inference_mode():

@@ -62,10 +62,10 @@ class QuantizedLinear(Linear):
 
 class Int8Linear(QuantizedLinear):
     # a d12 MLP matrix on an AMX Xeon, in the kernel against dequantised to bf16: 64 rows 0.88 vs 1.17 ms,
-    # 96 rows 1.37 vs 1.08, 256 rows 3.5 vs 1.5. Without bf16 instructions int8 stays on the kernel: here,
-    # dequantised to fp32, a d12 512-token prefill took 0.43 s against the kernel's 0.49, too close to switch
-    # on CPUs where neither was measured.
-    matmul_rows = 80 if BF16_MATMUL else None
+    # 96 rows 1.37 vs 1.08, 256 rows 3.5 vs 1.5. Without bf16 instructions, dequantised to fp32: on an
+    # AVX2-only AMD EPYC a 512-token prefill took 0.86 s (d12) and 3.45 s (d20) against the kernel's 0.96
+    # and 4.10; a 3072x768 matrix at 32 rows 1.5 ms against 1.2, at 128 rows 4.5 against 5.0.
+    matmul_rows = 80 if BF16_MATMUL else 96
 
     def __init__(self, weight: torch.Tensor):
         w = weight.detach().float()
