@@ -19,19 +19,12 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from nanochat_py import bench, kernels
 
 PROMPT = 32  # tokens in the cache before the timed steps
-
-
-def load(path: Path) -> SimpleNamespace:
-    torch.ops.load_library(str(path))
-    namespace = getattr(torch.ops, path.stem)
-    return SimpleNamespace(name=path.stem, path=path, **{op: getattr(namespace, op) for op in kernels.OPS})
 
 
 def step_seconds(model, batch: int, steps: int) -> float:
@@ -55,7 +48,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24, help="timed decode steps per turn")
     parser.add_argument("--turns", type=int, default=6, help="turns per build, alternating which goes first")
     args = parser.parse_args()
-    builds = {"a": load(args.a), "b": load(args.b)}
+    builds = {"a": kernels.open_library(args.a), "b": kernels.open_library(args.b)}
+    if None in builds.values():
+        raise SystemExit("a library did not load (the warning above says why)")
     torch.manual_seed(0)
     with torch.inference_mode():
         for shape in args.shape.split(","):

@@ -33,7 +33,7 @@ class QuantizedLinear(Linear):
 
     # beyond this many rows (prefill) the matrix is dequantised for one matrix-matrix product: the row kernel
     # reads it once per 8 rows, and each int4 block costs more to unpack than it does to read
-    matmul_rows: int | None = None
+    matmul_rows: int
 
     def __init__(self, weight: torch.Tensor, stored: torch.Tensor, scale: torch.Tensor):
         """`weight` is the float matrix being replaced; `stored` and `scale` are what it becomes."""
@@ -50,7 +50,7 @@ class QuantizedLinear(Linear):
         kernel = kernel_for(x, self.weight)
         if kernel is None:
             return F.linear(x, self.dequantized(x.dtype))
-        if self.matmul_rows is not None and x.numel() // x.shape[-1] > self.matmul_rows:
+        if x.numel() // x.shape[-1] > self.matmul_rows:
             # in bf16 where the CPU has bf16 instructions, the dtype nanochat trains in: the matrix dequantised
             # to bf16, x rounded to bf16, fp32 sums rounded to bf16; the activations between products stay
             # fp32. An AMX Xeon's d12 512-token prefill took 0.19 s (int8) and 0.20 s (int4) so, 0.43 and 0.44

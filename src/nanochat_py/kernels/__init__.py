@@ -49,7 +49,9 @@ log = logging.getLogger("nanochat_py")
 SOURCE = Path(__file__).with_name("decode.cpp")
 OPS = ("linear_rows", "rms_norm", "decode_block", "dequantize")
 _loaded: dict[str, SimpleNamespace | None] = {}
-VARIANTS = ("native", "avx2", "portable")  # the tests build all three; a run uses "native"
+# the builds and what sets them apart: a run uses "native" (its CPU's widest vectors); the tests build all three
+_VARIANT_FLAGS = {"native": [], "avx2": ["-DNANOCHAT_NO_AVX512"], "portable": ["-DNANOCHAT_PORTABLE"]}
+VARIANTS = tuple(_VARIANT_FLAGS)
 _lock = threading.Lock()
 _pending: Build | None = None  # the background build this run waits on, while `_loaded["native"]` is None
 _next_look = 0.0  # time.monotonic() of the next look for its library
@@ -79,7 +81,7 @@ def _pick_up_pending() -> None:
         if _pending is None:
             return
         if _pending.library.exists():
-            _loaded["native"] = _open(_pending)
+            _loaded["native"] = open_library(_pending.library)
             _pending = None
             if _loaded["native"] is not None:
                 log.info("nanochat-py's CPU kernels finished building: decoding uses them from now on")
@@ -114,7 +116,7 @@ def build(variant: str = "native") -> SimpleNamespace | None:
     with _lock:
         if _loaded.get(variant) is None:
             target = Build(variant)
-            _loaded[variant] = _open(target) if target.compile(wait=True) else None
+            _loaded[variant] = open_library(target.library) if target.compile(wait=True) else None
     return _loaded[variant]
 
 
@@ -193,7 +195,7 @@ def kernel_dir() -> Path:
 
 def _load_or_start_build(target: Build) -> SimpleNamespace | None:
     if target.library.exists():
-        return _open(target)
+        return open_library(target.library)
     if target.failed.exists():
         log.warning(
             "nanochat-py's CPU kernels failed to build earlier (%s; details in %s); decoding uses plain torch "
@@ -225,15 +227,17 @@ def _start_background_build(target: Build) -> None:
         log.warning("could not start a background build of the CPU kernels (%s)", e)
 
 
-def _open(target: Build) -> SimpleNamespace | None:
+def open_library(library: Path) -> SimpleNamespace | None:
+    """A built library's ops (its file is named after its op namespace), or None, saying why, when it does
+    not load. Runs take theirs from `ops()`; benchmarks/kernel_ab.py opens two builds side by side."""
     try:
-        torch.ops.load_library(str(target.library))
+        torch.ops.load_library(str(library))
     except (OSError, RuntimeError) as e:
         log.warning("nanochat-py's CPU kernels in %s do not load (%s); decoding uses plain torch ops. Rebuild with: "
-                    "%s -m nanochat_py.kernels --rebuild", target.library, _first_line(e), sys.executable)  # fmt: skip
+                    "%s -m nanochat_py.kernels --rebuild", library, _first_line(e), sys.executable)  # fmt: skip
         return None
-    namespace = getattr(torch.ops, target.name)
-    return SimpleNamespace(name=target.name, path=target.library, **{op: getattr(namespace, op) for op in OPS})
+    namespace = getattr(torch.ops, library.stem)
+    return SimpleNamespace(name=library.stem, path=library, **{op: getattr(namespace, op) for op in OPS})
 
 
 def _take(lock, wait: bool) -> bool:
@@ -247,14 +251,14 @@ def _take(lock, wait: bool) -> bool:
 
 
 def _flags(variant: str) -> list[str]:
-    if variant not in VARIANTS:
+    if variant not in _VARIANT_FLAGS:
         raise ValueError(f"unknown kernel variant {variant!r}: one of {', '.join(VARIANTS)}")
     flags = ["-O3", "-fopenmp"]  # at::parallel_for is OpenMP in torch's CPU builds: without it, one thread
     if platform.machine() in ("x86_64", "AMD64"):
         flags.append("-march=native")
     elif platform.machine() in ("aarch64", "arm64"):
         flags.append("-mcpu=native")
-    flags += {"native": [], "avx2": ["-DNANOCHAT_NO_AVX512"], "portable": ["-DNANOCHAT_PORTABLE"]}[variant]
+    flags += _VARIANT_FLAGS[variant]
     return flags
 
 
