@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import random_model
 from nanochat_py import bench
 from nanochat_py.cli import main
-from nanochat_py.linear import linear
+from nanochat_py.linear import Linear, linear
 from nanochat_py.quantize import Int4Linear, Int8Linear, pack_int4, quantize, quantize_groups, unpack_int4
 
 
@@ -51,10 +51,16 @@ def test_int4_groups_keep_each_weight_within_a_step():
     assert (error <= step.abs() / 2 + slack).logical_or(q == 7).all() and (error <= step.abs() + slack).all()
     # the largest weight of each group is exactly -8 steps (the full range of 4 bits is used)
     assert ((q == -8).view(64, 8, 32).any(-1) | (scale == 0)).all() and (q[0, :32] == 0).all()
-    packed = pack_int4(q)
-    assert packed.dtype == torch.uint8 and packed.shape == (64, 128) and torch.equal(unpack_int4(packed), q)
-    # the kernel's layout: byte j of each 64-byte block holds input j (low nibble) and input 64 + j (high)
-    assert int(packed[1, 5]) == (int(q[1, 5]) + 8) | ((int(q[1, 69]) + 8) << 4)
+    packed, interleaved = pack_int4(q, scale)
+    assert packed.dtype == torch.uint8 and packed.shape == (64, 128) and interleaved.shape == (64, 8)
+    unpacked, unscale = unpack_int4(packed, interleaved)
+    assert torch.equal(unpacked, q) and torch.equal(unscale, scale)
+    # the kernel's layout, in blocks of 8 rows: per group 128 bytes, 4 bytes of each row in turn, a row's
+    # byte t holding input t (low nibble) and input 16 + t (high); then the block's 8 scales per group.
+    # Row 10 is row 2 of block 1; its group 3's byte 5 is in the second run of 4 bytes.
+    at = 1 * 8 * 128 + 3 * 128 + 1 * 32 + 2 * 4 + 1
+    assert int(packed.flatten()[at]) == (int(q[10, 3 * 32 + 5]) + 8) | ((int(q[10, 3 * 32 + 21]) + 8) << 4)
+    assert interleaved.flatten()[1 * 8 * 8 + 3 * 8 + 2] == scale[10, 3]
 
 
 @pytest.mark.parametrize("rows", [1, 5, 12, 200])  # the kernel; 200: dequantised for one matrix product
@@ -74,10 +80,14 @@ def test_quantised_model_keeps_its_activation_dtype():
     assert int8.dtype == torch.bfloat16 and isinstance(int8.lm_head, Int8Linear)
     assert type(int8.smear_gate) is not Int8Linear  # a 24-wide gate stays as it is
     assert bench.variant_of(model, "int8").dtype == torch.float32
-    narrow = bench.variant_of(model, "int4")  # 64 inputs: not a whole int4 block (128), so int8
-    assert isinstance(narrow.lm_head, Int8Linear) and isinstance(narrow.transformer.h[0].mlp.c_proj, Int4Linear)
-    int4 = bench.variant_of(random_model("G5", n_embd=128), "int4")
+    int4 = bench.variant_of(model, "int4")  # inputs in groups of 32, rows in blocks of 8: every matrix
     assert int4.dtype == torch.float32 and isinstance(int4.lm_head, Int4Linear)
+    block = int4.transformer.h[0]
+    assert isinstance(block.mlp.c_proj, Int4Linear) and isinstance(block.attn.c_k, Int4Linear)
+    odd = quantize(torch.nn.Sequential(Linear(64, 12), Linear(64, 16)), "int4")  # 12 rows: not blocks of 8
+    assert isinstance(odd[0], Int8Linear) and isinstance(odd[1], Int4Linear)
+    with pytest.raises(ValueError, match="multiple of 8 rows and of 32 inputs"):
+        Int4Linear(torch.randn(1001, 64))
     assert int4.to(torch.bfloat16).lm_head.kernel_scale().dtype == torch.float16, "a cast leaves the scales alone"
 
 

@@ -6,8 +6,9 @@ gates. Activations keep the model's dtype.
   rows by int16-quantised activations (linear.py), so the only error is the weights' rounding.
 - int4: 4.5 bits a weight, llama.cpp's Q4_0 budget: each run of 32 inputs of a row has one fp16 scale, and
   its weights are the nearest of -8..7 times it, the largest one exactly -8 times it. The kernel multiplies
-  them by activations quantised to int8 in the same runs of 32 (llama.cpp's q8_0). A matrix whose input
-  width is not a multiple of 128 (the kernel's block) gets int8 instead.
+  them by activations quantised to int8 in the same runs of 32 (llama.cpp's q8_0), eight rows at a time
+  (pack_int4 interleaves them). A matrix whose input width is not a multiple of 32, or whose row count is not
+  a multiple of 8, gets int8 instead.
 
 Both keep the KV cache in bf16, not in the fp32 activations (model.kv_dtype). Prefill (more rows than a
 layer's `matmul_rows`) dequantises each matrix for one matrix-matrix product, in bf16 on CPUs with bf16
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 from .linear import BF16_MATMUL, Linear, kernel_for, linear, run_kernel
 from .model import GPT
 
-INT4_GROUP = 32  # inputs per scale; packed as llama.cpp's Q4_0: byte t of a group holds input t and 16 + t
-INT4_BLOCK = 128  # the kernel takes four groups (64 bytes) at a time: input widths in multiples of this
+INT4_GROUP = 32  # inputs per scale; as llama.cpp's Q4_0, byte t of a row's group holds input t and 16 + t
+INT4_ROWS = 8  # rows interleaved by pack_int4: the kernel sums eight rows side by side in one vector
 
 
 class QuantizedLinear(Linear):
@@ -86,13 +87,16 @@ class Int4Linear(QuantizedLinear):
     matmul_rows = 48 if BF16_MATMUL else 96
 
     def __init__(self, weight: torch.Tensor):
-        q, scale = quantize_groups(weight.detach().float())
+        if not can_pack_int4(weight):
+            raise ValueError(f"int4 needs a multiple of {INT4_ROWS} rows and of {INT4_GROUP} inputs, not "
+                             f"{tuple(weight.shape)}: use Int8Linear for this matrix")  # fmt: skip
+        packed, scale = pack_int4(*quantize_groups(weight.detach().float()))
         # uint8 [out, in / 2]; the fp16 scales held as int16 bits, so casting the model (to bf16, say) leaves them
-        super().__init__(weight, pack_int4(q), scale.view(torch.int16))
+        super().__init__(weight, packed, scale.view(torch.int16))
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        scale = self.scale.view(torch.float16).float().repeat_interleave(INT4_GROUP, dim=1)
-        return (unpack_int4(self.weight).float() * scale).to(dtype)
+        q, scale = unpack_int4(self.weight, self.scale.view(torch.float16))
+        return (q.float() * scale.float().repeat_interleave(INT4_GROUP, dim=1)).to(dtype)
 
     def kernel_scale(self) -> torch.Tensor:
         return self.scale.view(torch.float16)
@@ -109,17 +113,30 @@ def quantize_groups(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.view_as(w), scale
 
 
-def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """int8 values in -8..7 -> uint8, two a byte: in each group of 32, byte t holds q[t] + 8 in its low
-    nibble and q[16 + t] + 8 in its high one (the kernel sums both nibbles of a byte into one group's lane)."""
-    u = (q.to(torch.int16) + 8).to(torch.uint8).view(q.shape[0], -1, 2, INT4_GROUP // 2)
-    return (u[:, :, 0] | (u[:, :, 1] << 4)).reshape(q.shape[0], -1)
+def can_pack_int4(weight: torch.Tensor) -> bool:
+    return weight.shape[0] % INT4_ROWS == 0 and weight.shape[1] % INT4_GROUP == 0
 
 
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    groups = packed.view(packed.shape[0], -1, INT4_GROUP // 2)
-    u = torch.stack((groups & 0x0F, groups >> 4), dim=2)
-    return (u.to(torch.int8) - 8).reshape(packed.shape[0], -1)
+def pack_int4(q: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q in -8..7 [out, in], fp16 scale [out, in / 32]) -> the kernel's layout: uint8 [out, in / 2] and the
+    scales [out, in / 32], both in blocks of 8 rows. A row's group of 32 is 16 bytes as in Q4_0 (byte t: q[t] + 8
+    in its low nibble, q[16 + t] + 8 in its high one); a block's group is its 8 rows' 16 bytes interleaved 4
+    at a time (bytes 0-3 of rows 0..7, then bytes 4-7 of rows 0..7, ...), so that a 32-byte vector holds 4
+    bytes of each row, one row per int32 lane, and then its 8 scales."""
+    out, groups = scale.shape
+    u = (q.to(torch.int16) + 8).to(torch.uint8).view(out // INT4_ROWS, INT4_ROWS, groups, 2, INT4_GROUP // 2)
+    rows = (u[:, :, :, 0] | (u[:, :, :, 1] << 4)).view(out // INT4_ROWS, INT4_ROWS, groups, 4, 4)
+    packed = rows.permute(0, 2, 3, 1, 4).reshape(out, -1)  # block, group, 4-byte run, row, byte
+    return packed, scale.view(out // INT4_ROWS, INT4_ROWS, groups).transpose(1, 2).reshape(out, groups)
+
+
+def unpack_int4(packed: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """pack_int4's inverse: (q [out, in], scale [out, in / 32]) in row order."""
+    out, groups = scale.shape
+    rows = packed.view(out // INT4_ROWS, groups, 4, INT4_ROWS, 4).permute(0, 3, 1, 2, 4)
+    rows = rows.reshape(out, groups, INT4_GROUP // 2)
+    q = (torch.stack((rows & 0x0F, rows >> 4), dim=2).to(torch.int8) - 8).reshape(out, -1)
+    return q, scale.view(out // INT4_ROWS, groups, INT4_ROWS).transpose(1, 2).reshape(out, groups)
 
 
 QUANTIZED = ("int8", "int4")
@@ -132,7 +149,7 @@ def quantize(model: GPT, dtype: str) -> GPT:
         for name, child in list(module.named_children()):
             if type(child) is not Linear or child.weight.shape[1] < 64:  # tiny gates stay as they are
                 continue
-            int4 = dtype == "int4" and child.weight.shape[1] % INT4_BLOCK == 0
+            int4 = dtype == "int4" and can_pack_int4(child.weight)
             layer = Int4Linear(child.weight) if int4 else Int8Linear(child.weight)
             setattr(module, name, layer.to(child.weight.device))
     # keys and values in bf16 (the dtype nanochat trains in), not in the fp32 activations: attention over a

@@ -76,21 +76,19 @@ struct Activations {
   std::vector<uint16_t> bf16;
   std::vector<int16_t> i16;
   std::vector<float> i16_scale;
-  // int4: x in the order of the packed weights' nibbles. Each block of 128 inputs (four groups) is stored
-  // as its four groups' first 16 values, then their last 16, so that byte j of a 64-byte weight block meets
-  // x value j in its low nibble and x value 64 + j in its high one.
+  // int4: x in int8, with one scale per group of 32 and the group's offset, -8 x the sum of its 32 values
+  // (the weights are stored as q + 8 in 0..15: the offset takes the 8 back out)
   std::vector<int8_t> i8;
-  // int4 kernels sum eight products per int32 lane (four low nibbles, four high ones, all of one group):
-  // for each lane, its group's scale and -8 x its eight x values (the weights are stored as q + 8 in 0..15;
-  // this takes the 8 back out)
-  std::vector<float> i8_lane_scale;
-  std::vector<int32_t> i8_lane_offset;
+  std::vector<float> i8_scale;
+  std::vector<int32_t> i8_offset;
 };
 
 constexpr int64_t kInt4Group = 32;  // int4 weights: one scale per 32 inputs of a row
-// int4 weights are packed as llama.cpp's Q4_0: 16 bytes a group, byte t holding input t (low nibble) and
-// input 16 + t (high nibble); the kernel takes four groups (64 bytes, 128 inputs) at a time
-constexpr int64_t kInt4Block = 128;
+// int4 weights come in blocks of 8 rows (quantize.pack_int4): for each group, 128 bytes, 4 bytes of each row
+// in turn (a row's 16 bytes as in llama.cpp's Q4_0: byte t holds input t in its low nibble and input 16 + t
+// in its high one), so that one 32-byte vector holds 4 bytes of each row; then the block's 8 scales
+constexpr int64_t kInt4Rows = 8;
+constexpr int64_t kInt4GroupBytes = kInt4Rows * kInt4Group / 2;
 
 // Row m of x as fp32: a pointer into x itself, or bf16 widened into `buf`
 const float* row_f32(const at::Tensor& x, int64_t m, std::vector<float>& buf) {
@@ -102,22 +100,21 @@ const float* row_f32(const at::Tensor& x, int64_t m, std::vector<float>& buf) {
   return buf.data();
 }
 
-// int4 weights' activations, one row: int8 in groups of 32 (one scale each), in the nibbles' order, with
-// each lane's scale and offset (Activations). `at` is the row's first index.
+// int4 weights' activations, one row: int8 in groups of 32, each with its scale and offset (Activations).
+// `at` is the row's first index.
 void quantize_groups_row(const float* v, int64_t K, int64_t at, Activations& a) {
-  for (int64_t g = 0; g < K; g += kInt4Group) {  // K is a multiple of 128
-    // group q of its block: values 0..15 go to 16q..16q+15 of the block, values 16..31 to 64 + 16q..
-    const int64_t block = at + g - g % kInt4Block, low = block + (g % kInt4Block) / 2, high = low + kInt4Block / 2;
+  for (int64_t g = 0; g < K; g += kInt4Group) {
+    int8_t* q = a.i8.data() + at + g;
 #ifdef NANOCHAT_AVX512
-    // the same arithmetic as the loops below, 16 at a time (a step quantises every product's input)
+    // the same arithmetic as the portable loop below, 16 at a time (a step quantises every product's input)
     const __m512 first = _mm512_loadu_ps(v + g), second = _mm512_loadu_ps(v + g + kInt4Group / 2);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(first), _mm512_abs_ps(second)));
     const float scale = amax > 0.f ? amax / 127.f : 1.f;
     const __m512 step = _mm512_set1_ps(scale);
     constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.i8.data() + low),
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q),
                      _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_div_ps(first, step), kNearest))));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(a.i8.data() + high),
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + kInt4Group / 2),
                      _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_div_ps(second, step), kNearest))));
 #elif defined(NANOCHAT_AVX2)
     // the same, 8 at a time: four vectors of int32 packed (in order) to 32 int8
@@ -133,29 +130,23 @@ void quantize_groups_row(const float* v, int64_t K, int64_t at, Activations& a) 
     const float scale = amax > 0.f ? amax / 127.f : 1.f;
     const __m256 step = _mm256_set1_ps(scale);
     constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    __m256i q[4];
-    for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(part[i], step), kNearest));
+    __m256i q32[4];
+    for (int i = 0; i < 4; i++) q32[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(part[i], step), kNearest));
     for (int half = 0; half < 2; half++) {  // packs works within 128-bit lanes: the permute puts them back in order
-      const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2 * half], q[2 * half + 1]), 0xD8);
+      const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(q32[2 * half], q32[2 * half + 1]), 0xD8);
       const __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(a.i8.data() + (half ? high : low)), bytes);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + half * kInt4Group / 2), bytes);
     }
 #else
     float amax = 0.f;
     for (int64_t i = g; i < g + kInt4Group; i++) amax = std::max(amax, std::fabs(v[i]));
     const float scale = amax > 0.f ? amax / 127.f : 1.f;
-    for (int64_t t = 0; t < kInt4Group / 2; t++) {
-      a.i8[low + t] = static_cast<int8_t>(std::nearbyint(v[g + t] / scale));
-      a.i8[high + t] = static_cast<int8_t>(std::nearbyint(v[g + kInt4Group / 2 + t] / scale));
-    }
+    for (int64_t i = 0; i < kInt4Group; i++) q[i] = static_cast<int8_t>(std::nearbyint(v[g + i] / scale));
 #endif
-    for (int64_t t = 0; t < kInt4Group / 2; t += 4) {
-      int32_t sum = 0;
-      for (int64_t i = t; i < t + 4; i++) sum += a.i8[low + i] + a.i8[high + i];
-      const int64_t lane = (low + t - block) / 4 + block / 8;  // 16 lanes per block, in low-half order
-      a.i8_lane_scale[lane] = scale;
-      a.i8_lane_offset[lane] = -8 * sum;
-    }
+    int32_t sum = 0;
+    for (int64_t i = 0; i < kInt4Group; i++) sum += q[i];
+    a.i8_scale[(at + g) / kInt4Group] = scale;
+    a.i8_offset[(at + g) / kInt4Group] = -8 * sum;
   }
 }
 
@@ -185,8 +176,8 @@ Activations prepare(const at::Tensor& x_in, at::ScalarType weight_type) {
     for (int64_t i = 0; i < n; i++) a.bf16[i] = is_f32 ? float_to_bf16(f[i]) : h[i];
   } else if (weight_type == at::kByte) {
     a.i8.resize(n);
-    a.i8_lane_scale.resize(n / 8);
-    a.i8_lane_offset.resize(n / 8);
+    a.i8_scale.resize(n / kInt4Group);
+    a.i8_offset.resize(n / kInt4Group);
     // rows in parallel: a server's batch of 16 rows spent more time here than in a small product
     at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
       std::vector<float> buf;
@@ -234,10 +225,8 @@ inline VecI vload_i(const void* p) { return _mm512_loadu_si512(p); }
 inline void vstore(float* p, VecF v) { _mm512_storeu_ps(p, v); }
 inline VecF vfmadd(VecF a, VecF b, VecF acc) { return _mm512_fmadd_ps(a, b, acc); }
 inline VecF vadd(VecF a, VecF b) { return _mm512_add_ps(a, b); }
-inline VecF vmul(VecF a, VecF b) { return _mm512_mul_ps(a, b); }
 inline VecF vdiv(VecF a, VecF b) { return _mm512_div_ps(a, b); }
 inline VecI vadd_i(VecI a, VecI b) { return _mm512_add_epi32(a, b); }
-inline VecF vto_float(VecI v) { return _mm512_cvtepi32_ps(v); }
 inline float vsum(VecF v) { return _mm512_reduce_add_ps(v); }
 inline float vsum_i(VecI v) { return static_cast<float>(_mm512_reduce_add_epi32(v)); }
 // kLanes bf16 values widened to fp32 (a bf16 is the top half of an fp32)
@@ -254,24 +243,9 @@ inline VecI vdot_i16(VecI acc, VecI a, VecI b) {
   return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
 #endif
 }
-// acc + four products of unsigned x signed bytes per int32 lane
-inline VecI vdot_u8s8(VecI acc, VecI u, VecI s) {
-#ifdef __AVX512VNNI__
-  return _mm512_dpbusd_epi32(acc, u, s);
-#else  // |(q + 8) * x| <= 15 * 127: the pairwise int16 sums cannot saturate
-  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
-#endif
-}
-inline VecI vnibbles_low(VecI v) { return _mm512_and_si512(v, _mm512_set1_epi8(0x0F)); }
-inline VecI vnibbles_high(VecI v) { return _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F)); }
 // the even and odd bf16 of 2 * kLanes, as fp32
 inline VecF veven_bf16(VecI v) { return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)); }
 inline VecF vodd_bf16(VecI v) { return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u)))); }
-// int4 blocks: the scales of the block's four groups, spread over the lanes of part `part` of the block
-// (lane l holds bytes 4l..4l+3, in group l / 4)
-inline VecF vgroup_scales(__m128 four, int /*part: one vector holds the whole block*/) {
-  return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_castps128_ps512(four));
-}
 #else  // AVX2 with FMA and F16C
 using VecF = __m256;
 using VecI = __m256i;
@@ -284,10 +258,8 @@ inline VecI vload_i(const void* p) { return _mm256_loadu_si256(reinterpret_cast<
 inline void vstore(float* p, VecF v) { _mm256_storeu_ps(p, v); }
 inline VecF vfmadd(VecF a, VecF b, VecF acc) { return _mm256_fmadd_ps(a, b, acc); }
 inline VecF vadd(VecF a, VecF b) { return _mm256_add_ps(a, b); }
-inline VecF vmul(VecF a, VecF b) { return _mm256_mul_ps(a, b); }
 inline VecF vdiv(VecF a, VecF b) { return _mm256_div_ps(a, b); }
 inline VecI vadd_i(VecI a, VecI b) { return _mm256_add_epi32(a, b); }
-inline VecF vto_float(VecI v) { return _mm256_cvtepi32_ps(v); }
 inline float vsum(VecF v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -309,21 +281,8 @@ inline VecI vdot_i16(VecI acc, VecI a, VecI b) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
 #endif
 }
-inline VecI vdot_u8s8(VecI acc, VecI u, VecI s) {
-#ifdef __AVXVNNI__
-  return _mm256_dpbusd_avx_epi32(acc, u, s);
-#else  // |(q + 8) * x| <= 15 * 127: the pairwise int16 sums cannot saturate
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-#endif
-}
-inline VecI vnibbles_low(VecI v) { return _mm256_and_si256(v, _mm256_set1_epi8(0x0F)); }
-inline VecI vnibbles_high(VecI v) { return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0F)); }
 inline VecF veven_bf16(VecI v) { return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)); }
 inline VecF vodd_bf16(VecI v) { return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u)))); }
-inline VecF vgroup_scales(__m128 four, int part) {  // half a block a vector: groups 0, 1 or 2, 3
-  const __m256i first = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0), second = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
-  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(four), part ? second : first);
-}
 #endif
 
 // x[i..i+kLanes) of an fp32 or bf16 array, as fp32
@@ -410,46 +369,73 @@ void dot(const typename T::W* w, int64_t stride, const typename T::X* x, int64_t
     }
 }
 
-// int4 weights (stored q + 8, two a byte) times int8 activations: each 64-byte block is four groups of 32;
-// one AND and one shift unpack a vector of it into two vectors of unsigned bytes for the u8 x s8 dot
-// product, and since a lane's low and high nibbles belong to the same group, both products go into the
-// same int32 lane. Each lane starts from its offset (-8 x its eight activations), so it ends holding
-// sum(q * x) over eight inputs of one group; then one conversion, times both scales, in fp32.
+// ---- int4: eight weight rows at a time (a block, quantize.pack_int4), in 256-bit vectors on either ISA ----
+// Lane r of each vector is row r of the block: per group of 32 inputs, four vectors of 4 bytes a row, each
+// unpacked by an AND and a shift into the rows' low nibbles (inputs 4j..4j+3) and high ones (16 + 4j..),
+// multiplied by those four x values broadcast to every lane and summed within the lane. So a block's group
+// ends as eight sums in one vector: no horizontal sums, x loaded once for eight rows, and the eight scales
+// applied with one multiply. On a 2-core AVX2 AMD EPYC this read weights at the memory's speed (28-35 GB/s),
+// where one row at a time was compute-bound at 19-25 GB/s.
+
+// sum(u * x) of four unsigned x signed bytes per int32 lane, for one group: VNNI's dot product where the
+// CPU has it; else pairs summed in int16 (no saturation: 8 calls a group, 8 * 2 * 15 * 127 = 30480 < 32767)
+// and widened once at the end
+#if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
+inline __m256i i4_add(__m256i acc, __m256i u, __m256i x) {
+#ifdef __AVX512VNNI__
+  return _mm256_dpbusd_epi32(acc, u, x);
+#else
+  return _mm256_dpbusd_avx_epi32(acc, u, x);
+#endif
+}
+inline __m256i i4_total(__m256i acc) { return acc; }
+#else
+inline __m256i i4_add(__m256i acc, __m256i u, __m256i x) { return _mm256_add_epi16(acc, _mm256_maddubs_epi16(u, x)); }
+inline __m256i i4_total(__m256i acc) { return _mm256_madd_epi16(acc, _mm256_set1_epi16(1)); }
+#endif
+
+inline __m256i broadcast4(const int8_t* x) {  // x[0..3] in every int32 lane
+  int32_t v;
+  std::memcpy(&v, x, sizeof v);
+  return _mm256_set1_epi32(v);
+}
+
+// R blocks (block r starts `stride` blocks after block r - 1) against rows m0..m0+M-1 of x:
+// out[r][m][i] = row i of block r . x row m0 + m
 template <int M, int R>
 void dot_i4(const uint8_t* w, const at::Half* ws, int64_t stride, const Activations& a, int64_t m0, int64_t K,
-            float (&out)[R][M]) {
-  constexpr int kBytes = 4 * kLanes, kParts = kInt4Block / 2 / kBytes;  // a block is 64 bytes: 1 or 2 vectors
-  const int64_t row_bytes = K / 2, row_groups = K / kInt4Group;
-  VecF acc[R][M][2];  // even and odd blocks: two chains of multiply-adds in flight
+            float (&out)[R][M][kInt4Rows]) {
+  const int64_t groups = K / kInt4Group;
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  __m256 acc[R][M];
   for (int r = 0; r < R; r++)
-    for (int m = 0; m < M; m++) acc[r][m][0] = acc[r][m][1] = vzero();
-  auto block = [&](int64_t k, int u) {
+    for (int m = 0; m < M; m++) acc[r][m] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; g++)
     for (int r = 0; r < R; r++) {
-      const uint8_t* wk = w + r * stride * row_bytes + k / 2;
-      if constexpr (M > 1) _mm_prefetch(reinterpret_cast<const char*>(wk + kPrefetchRows * row_bytes), _MM_HINT_T0);
-      else _mm_prefetch(reinterpret_cast<const char*>(wk) + kPrefetchBytes, _MM_HINT_T0);
-      const __m128 four = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws + r * stride * row_groups + k / kInt4Group)));
-      for (int p = 0; p < kParts; p++) {
-        const VecI packed = vload_i(wk + p * kBytes);
-        const VecI low = vnibbles_low(packed), high = vnibbles_high(packed);
-        const VecF scales = vgroup_scales(four, p);
-        for (int m = 0; m < M; m++) {
-          const int64_t at = (m0 + m) * K + k, lane = at / 8 + p * kLanes;
-          const int8_t* x = a.i8.data() + at + p * kBytes;  // byte j meets x j (low nibble) and 64 + j (high)
-          const VecI sums = vdot_u8s8(vdot_u8s8(vload_i(a.i8_lane_offset.data() + lane), low, vload_i(x)), high, vload_i(x + kInt4Block / 2));
-          acc[r][m][u] = vfmadd(vto_float(sums), vmul(scales, vload(a.i8_lane_scale.data() + lane)), acc[r][m][u]);
+      const uint8_t* wg = w + (r * stride * groups + g) * kInt4GroupBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(wg) + kPrefetchBytes, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wg) + kPrefetchBytes + 64, _MM_HINT_T0);
+      __m256i low[4], high[4];
+      for (int j = 0; j < 4; j++) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + 32 * j));
+        low[j] = _mm256_and_si256(v, nibble);
+        high[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+      }
+      const __m256 scales = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ws + (r * stride * groups + g) * kInt4Rows)));
+      for (int m = 0; m < M; m++) {
+        const int64_t at = (m0 + m) * groups + g;
+        const int8_t* x = a.i8.data() + at * kInt4Group;
+        __m256i sums = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+          sums = i4_add(sums, low[j], broadcast4(x + 4 * j));
+          sums = i4_add(sums, high[j], broadcast4(x + kInt4Group / 2 + 4 * j));
         }
+        const __m256i exact = _mm256_add_epi32(i4_total(sums), _mm256_set1_epi32(a.i8_offset[at]));
+        acc[r][m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), _mm256_mul_ps(scales, _mm256_set1_ps(a.i8_scale[at])), acc[r][m]);
       }
     }
-  };
-  int64_t k = 0;
-  for (; k + 2 * kInt4Block <= K; k += 2 * kInt4Block) {
-    block(k, 0);
-    block(k + kInt4Block, 1);
-  }
-  if (k < K) block(k, 0);
   for (int r = 0; r < R; r++)
-    for (int m = 0; m < M; m++) out[r][m] = vsum(vadd(acc[r][m][0], acc[r][m][1]));
+    for (int m = 0; m < M; m++) _mm256_storeu_ps(out[r][m], acc[r][m]);
 }
 
 #else  // portable loops: `omp simd reduction` lets the compiler reorder the sums into vector lanes
@@ -488,25 +474,25 @@ void dot(const typename T::W* w, int64_t stride, const typename T::X* x, int64_t
 
 template <int M, int R>
 void dot_i4(const uint8_t* w, const at::Half* ws, int64_t stride, const Activations& a, int64_t m0, int64_t K,
-            float (&out)[R][M]) {
+            float (&out)[R][M][kInt4Rows]) {
+  const int64_t groups = K / kInt4Group;
   for (int r = 0; r < R; r++)
-    for (int m = 0; m < M; m++) {
-      const uint8_t* wr = w + r * stride * (K / 2);
-      const int64_t at = (m0 + m) * K;
-      float total = 0.f;
-      for (int64_t g = 0; g < K; g += kInt4Group) {
-        // the group's 16 bytes meet x values 16q.. (low nibbles) and 64 + 16q.. (high) of its block
-        const int64_t block = g - g % kInt4Block, low = block + (g % kInt4Block) / 2;
-        int32_t s = 0;
-        for (int64_t t = 0; t < kInt4Group / 2; t++) {
-          const uint8_t byte = wr[g / 2 + t];
-          s += ((byte & 15) - 8) * a.i8[at + low + t] + ((byte >> 4) - 8) * a.i8[at + low + kInt4Block / 2 + t];
+    for (int m = 0; m < M; m++)
+      for (int64_t i = 0; i < kInt4Rows; i++) {
+        float total = 0.f;
+        for (int64_t g = 0; g < groups; g++) {
+          const uint8_t* wg = w + (r * stride * groups + g) * kInt4GroupBytes + 4 * i;  // row i's first 4 bytes
+          const int64_t at = (m0 + m) * groups + g;
+          const int8_t* x = a.i8.data() + at * kInt4Group;
+          int32_t s = 0;
+          for (int64_t t = 0; t < kInt4Group / 2; t++) {
+            const uint8_t byte = wg[(t / 4) * 4 * kInt4Rows + t % 4];
+            s += ((byte & 15) - 8) * x[t] + ((byte >> 4) - 8) * x[kInt4Group / 2 + t];
+          }
+          total += static_cast<float>(s) * static_cast<float>(ws[(r * stride * groups + g) * kInt4Rows + i]) * a.i8_scale[at];
         }
-        total += static_cast<float>(s) * static_cast<float>(ws[r * stride * (K / kInt4Group) + g / kInt4Group]) *
-                 a.i8_lane_scale[(at + block) / 8 + (low - block) / 4];  // the group's first lane
+        out[r][m][i] = total;
       }
-      out[r][m] = total;
-    }
 }
 
 #endif
@@ -543,17 +529,20 @@ void weight_rows(const Weight& w, const typename T::X* x, const float* x_scale, 
   if constexpr (R > 1) weight_rows<T, M, 1, OutT>(w, x, x_scale, K, m0, n0 + R * part, n1);  // the rows left over
 }
 
+// int4: blocks of 8 rows (n0 and n1 are multiples of 8), R streams of blocks side by side
 template <int M, int R, typename OutT>
 void int4_rows(const Weight& w, const Activations& a, int64_t K, int64_t m0, int64_t n0, int64_t n1) {
   const auto* data = static_cast<const uint8_t*>(w.data);
-  const int64_t part = (n1 - n0) / R;
-  float out[R][M];
-  for (int64_t i = n0; i < n0 + part; i++) {
-    dot_i4<M, R>(data + i * (K / 2), w.group_scale + i * (K / kInt4Group), part, a, m0, K, out);
+  const int64_t b0 = n0 / kInt4Rows, b1 = n1 / kInt4Rows, part = (b1 - b0) / R, groups = K / kInt4Group;
+  float out[R][M][kInt4Rows];
+  for (int64_t b = b0; b < b0 + part; b++) {
+    dot_i4<M, R>(data + b * groups * kInt4GroupBytes, w.group_scale + b * groups * kInt4Rows, part, a, m0, K, out);
     for (int r = 0; r < R; r++)
-      for (int m = 0; m < M; m++) put(static_cast<OutT*>(w.out), (m0 + m) * w.rows + i + r * part, out[r][m]);
+      for (int m = 0; m < M; m++)
+        for (int64_t i = 0; i < kInt4Rows; i++)
+          put(static_cast<OutT*>(w.out), (m0 + m) * w.rows + (b + r * part) * kInt4Rows + i, out[r][m][i]);
   }
-  if constexpr (R > 1) int4_rows<M, 1, OutT>(w, a, K, m0, n0 + R * part, n1);
+  if constexpr (R > 1) int4_rows<M, 1, OutT>(w, a, K, m0, (b0 + R * part) * kInt4Rows, n1);
 }
 
 template <int M, typename OutT>
@@ -563,7 +552,7 @@ void weight_rows(const Weight& w, at::ScalarType type, const Activations& a, int
   if (type == at::kFloat) weight_rows<F32, M, R, OutT>(w, a.f32.data(), nullptr, K, m0, n0, n1);
   else if (type == at::kBFloat16) weight_rows<BF16, M, R, OutT>(w, a.bf16.data(), nullptr, K, m0, n0, n1);
   else if (type == at::kChar) weight_rows<I8, M, R, OutT>(w, a.i16.data(), a.i16_scale.data(), K, m0, n0, n1);
-  else int4_rows<M, R, OutT>(w, a, K, m0, n0, n1);
+  else int4_rows<M, M <= 2 ? 2 : 1, OutT>(w, a, K, m0, n0, n1);  // two streams: one block keeps 8 rows busy
 }
 
 template <typename OutT>
@@ -583,7 +572,10 @@ void run_rows(int64_t M, const Weight& w, at::ScalarType type, const Activations
 
 // Weight rows per tile when x has more rows than one pass takes: a tile stays in the L1 cache while every
 // block of kMaxRows rows of x runs over it, so memory sends each weight once per call, not once per block.
-int64_t tile_rows(int64_t row_bytes) { return std::max<int64_t>(2, (16384 / row_bytes) & ~int64_t{1}); }
+// An even number of units (int4: blocks of 8 rows; else rows).
+int64_t tile_rows(int64_t row_bytes, int64_t unit) {
+  return unit * std::max<int64_t>(2, (16384 / (row_bytes * unit)) & ~int64_t{1});
+}
 
 // rows [n0, n1) of one weight for all M rows of x
 template <typename OutT>
@@ -604,8 +596,8 @@ std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights,
   TORCH_CHECK(type == at::kFloat || type == at::kBFloat16 || type == at::kChar || type == at::kByte,
               "linear_rows: weights must be fp32, bf16, int8 or int4 (packed in uint8)");
   TORCH_CHECK(K % 32 == 0, "linear_rows: the input width must be a multiple of 32");
-  TORCH_CHECK(type != at::kByte || K % kInt4Block == 0, "linear_rows: int4 needs an input width that is a multiple of 128");
   const int64_t columns = type == at::kByte ? K / 2 : K;  // int4: two to a byte
+  const int64_t unit = type == at::kByte ? kInt4Rows : 1;  // int4: rows in blocks of 8
   std::vector<at::Tensor> outs;
   std::vector<Weight> ws;
   std::vector<int64_t> first_row{0};  // weights laid end to end: global row r is in weight i iff first_row[i] <= r
@@ -620,6 +612,7 @@ std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights,
                       scales[i]->is_contiguous(), "linear_rows: int8 weights need a contiguous fp32 scale per row");
       s = scales[i]->data_ptr<float>();
     } else if (type == at::kByte) {
+      TORCH_CHECK(w.size(0) % kInt4Rows == 0, "linear_rows: int4 weights come in blocks of 8 rows (quantize.pack_int4), not ", w.size(0));
       TORCH_CHECK(scales[i].has_value() && scales[i]->scalar_type() == at::kHalf &&
                       scales[i]->numel() == w.size(0) * (K / kInt4Group) && scales[i]->is_contiguous(),
                   "linear_rows: int4 weights need a contiguous fp16 scale per 32 inputs of each row");
@@ -631,8 +624,9 @@ std::vector<at::Tensor> linear_rows(const at::Tensor& x, at::TensorList weights,
   }
   const Activations a = prepare(x, type);
   const bool out_f32 = x.scalar_type() == at::kFloat;
-  const int64_t tile = tile_rows(columns * at::elementSize(type));
-  at::parallel_for(0, first_row.back(), 64, [&](int64_t r0, int64_t r1) {
+  const int64_t tile = tile_rows(columns * at::elementSize(type), unit);
+  at::parallel_for(0, first_row.back() / unit, 64 / unit, [&](int64_t u0, int64_t u1) {
+    const int64_t r0 = u0 * unit, r1 = u1 * unit;
     for (size_t i = 0; i < ws.size(); i++) {
       const int64_t n0 = std::max(r0, first_row[i]) - first_row[i], n1 = std::min(r1, first_row[i + 1]) - first_row[i];
       if (n0 >= n1) continue;
@@ -657,16 +651,21 @@ void dequantize_int8(const int8_t* q, const float* s, OutT* o, int64_t N, int64_
 
 template <typename OutT>
 void dequantize_int4(const uint8_t* q, const at::Half* s, OutT* o, int64_t N, int64_t K) {
-  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; n++)
-      for (int64_t g = 0; g < K; g += kInt4Group) {
-        const uint8_t* group = q + n * (K / 2) + g / 2;
-        OutT* row = o + n * K + g;
-        const float scale = static_cast<float>(s[n * (K / kInt4Group) + g / kInt4Group]);
+  const int64_t groups = K / kInt4Group;
+  at::parallel_for(0, N / kInt4Rows, 2, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; b++)
+      for (int64_t g = 0; g < groups; g++) {
+        const uint8_t* group = q + (b * groups + g) * kInt4GroupBytes;
+        for (int64_t i = 0; i < kInt4Rows; i++) {
+          uint8_t bytes[kInt4Group / 2];  // row i's 16 bytes of the group, in Q4_0's order (pack_int4)
+          for (int64_t j = 0; j < 4; j++) std::memcpy(bytes + 4 * j, group + j * 4 * kInt4Rows + 4 * i, 4);
+          OutT* row = o + (b * kInt4Rows + i) * K + g * kInt4Group;
+          const float scale = static_cast<float>(s[(b * groups + g) * kInt4Rows + i]);
 #pragma omp simd
-        for (int64_t t = 0; t < kInt4Group / 2; t++) {
-          put(row, t, static_cast<float>((group[t] & 15) - 8) * scale);
-          put(row, kInt4Group / 2 + t, static_cast<float>((group[t] >> 4) - 8) * scale);
+          for (int64_t t = 0; t < kInt4Group / 2; t++) {
+            put(row, t, static_cast<float>((bytes[t] & 15) - 8) * scale);
+            put(row, kInt4Group / 2 + t, static_cast<float>((bytes[t] >> 4) - 8) * scale);
+          }
         }
       }
   });
@@ -688,8 +687,8 @@ at::Tensor dequantize(const at::Tensor& w, const at::Tensor& scale, at::ScalarTy
   }
   TORCH_CHECK(w.scalar_type() == at::kByte, "dequantize: int8, or int4 packed in uint8");
   const int64_t K = w.size(1) * 2;
-  TORCH_CHECK(K % kInt4Block == 0 && scale.scalar_type() == at::kHalf && scale.numel() == N * (K / kInt4Group),
-              "dequantize: int4 needs inputs in blocks of 128 and an fp16 scale per 32 inputs of each row");
+  TORCH_CHECK(K % kInt4Group == 0 && N % kInt4Rows == 0 && scale.scalar_type() == at::kHalf && scale.numel() == N * (K / kInt4Group),
+              "dequantize: int4 needs rows in blocks of 8, inputs in groups of 32 and an fp16 scale per 32 inputs of each row");
   at::Tensor out = at::empty({N, K}, w.options().dtype(dtype));
   if (bf16) dequantize_int4(w.data_ptr<uint8_t>(), scale.data_ptr<at::Half>(), out.data_ptr<c10::BFloat16>(), N, K);
   else dequantize_int4(w.data_ptr<uint8_t>(), scale.data_ptr<at::Half>(), out.data_ptr<float>(), N, K);
