@@ -121,9 +121,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self._kernel_args: tuple = ((), ())  # see kernel_weights
 
-    def forward(self, x, value_embed, rope, attend, cache, step: KernelStep | None) -> torch.Tensor:
-        if step is not None:
-            return self._kernel_step(x, value_embed, cache, step)
+    def forward(self, x, value_embed, rope, attend, cache) -> torch.Tensor:
         x = x + self.attn(rms_norm(x, self.eps), value_embed, rope, attend, cache)
         return x + self.mlp(rms_norm(x, self.eps))
 
@@ -141,8 +139,9 @@ class Block(nn.Module):
             self._kernel_args = (tensors, args)
         return args
 
-    def _kernel_step(self, x, value_embed, cache: KVCache, step: KernelStep) -> torch.Tensor:
-        """The same block for one token per row, as one compiled call (kernels/decode.cpp, decode_block)."""
+    def kernel_step(self, x, value_embed, cache: KVCache, step: KernelStep) -> torch.Tensor:
+        """The same block for one token per row, as one compiled call (kernels/decode.cpp, decode_block).
+        GPT.run calls it directly: nn.Module's __call__ around it cost ~20 us a layer on a slow core."""
         attn, cfg, B = self.attn, self.attn.config, x.shape[0]
         weights, scales = self.kernel_weights()
         eps = self.eps if self.eps is not None else torch.finfo(x.dtype).eps
@@ -261,7 +260,10 @@ class GPT(nn.Module):
             if cfg.resid_lambdas:
                 x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             value_embed = self.value_embeds[str(i)](idx).to(x.dtype) if cfg.has_value_embed(i) else None
-            x = block(x, value_embed, rope, attends.get(self.window_sizes[i]), cache, step)
+            if step is not None:
+                x = block.kernel_step(x, value_embed, cache, step)
+            else:
+                x = block(x, value_embed, rope, attends.get(self.window_sizes[i]), cache)
             if i == backout_at:
                 x_mid = x
         if cfg.backout:
