@@ -63,7 +63,7 @@ def test_int4_groups_keep_each_weight_within_a_step():
     assert interleaved.flatten()[1 * 8 * 8 + 3 * 8 + 2] == scale[10, 3]
 
 
-@pytest.mark.parametrize("rows", [1, 5, 12, 200])  # the kernel; 200: dequantised for one matrix product
+@pytest.mark.parametrize("rows", [1, 5, 12, 200])  # 200: dequantised for one product with bf16 instructions
 def test_int4_linear_is_within_quantisation_error(rows):
     w, x = torch.randn(256, 128), torch.randn(rows, 128)
     layer = Int4Linear(w)

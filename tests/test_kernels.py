@@ -4,6 +4,7 @@ definition (the native build, the AVX2 build and the portable one), and whole de
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 
 import pytest
@@ -56,7 +57,7 @@ def test_linear_rows_matches_f_linear(ops, rows, width):
         assert (got - want).abs().max() <= 2e-4 * want.abs().max() + 1e-6
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 8, 11])
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 11, 70])  # 70: a prefill's passes of 8 rows over weight tiles
 @pytest.mark.parametrize("width", [32, 96, 768])
 def test_linear_rows_int4_matches_its_dequantised_weights(ops, rows, width):
     x = torch.randn(rows, width) * torch.linspace(0.1, 3, width)  # groups of very different sizes
@@ -89,6 +90,8 @@ def test_dequantize_is_the_layers_own_dequantised_weight(ops):
 @pytest.mark.parametrize("layer_type", [Int8Linear, Int4Linear])
 def test_quantised_prefill_is_one_product_over_the_dequantised_matrix(layer_type):
     layer = layer_type(torch.randn(96, 256))
+    if math.isinf(layer.matmul_rows):
+        pytest.skip("without bf16 instructions int4 runs its kernel for any number of rows")
     x = torch.randn(layer.matmul_rows + 1, 256)
     dtype = torch.bfloat16 if quantize.BF16_MATMUL else torch.float32
     with torch.inference_mode():

@@ -12,12 +12,14 @@ gates. Activations keep the model's dtype.
 
 Both keep the KV cache in bf16, not in the fp32 activations (model.kv_dtype). Prefill (more rows than a
 layer's `matmul_rows`) dequantises each matrix for one matrix-matrix product, in bf16 on CPUs with bf16
-instructions (BF16_MATMUL).
+instructions (BF16_MATMUL); without them int4 stays on its kernel however many rows (it is faster there).
 
 Without the kernels (other devices, training) a matrix is dequantised for F.linear.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +34,9 @@ INT4_ROWS = 8  # rows interleaved by pack_int4: the kernel sums eight rows side 
 class QuantizedLinear(Linear):
     """A weight stored in fewer bits (`weight`, `scale`); subclasses say how to quantise and dequantise."""
 
-    # beyond this many rows (prefill) the matrix is dequantised for one matrix-matrix product: the row kernel
-    # reads it once per 8 rows, and each int4 block costs more to unpack than it does to read
-    matmul_rows: int
+    # beyond this many rows (prefill) the matrix is dequantised for one matrix-matrix product, where that is
+    # faster than the row kernel's passes of 8 rows over weight tiles (math.inf: never)
+    matmul_rows: float
 
     def __init__(self, weight: torch.Tensor, stored: torch.Tensor, scale: torch.Tensor):
         """`weight` is the float matrix being replaced; `stored` and `scale` are what it becomes."""
@@ -82,9 +84,11 @@ class Int8Linear(QuantizedLinear):
 
 
 class Int4Linear(QuantizedLinear):
-    # a d12 MLP matrix, in the kernel against dequantised: to bf16 (AMX Xeon) 32 rows 0.75 vs 0.87 ms, 64
-    # rows 1.37 vs 0.92; to fp32 (measured earlier) 128 rows 4.2 vs 3.5 ms, 512 rows 16.9 vs 9.7
-    matmul_rows = 48 if BF16_MATMUL else 96
+    # a d12 MLP matrix, in the kernel against dequantised to bf16 (AMX Xeon, the kernel of one row at a time)
+    # 32 rows 0.75 vs 0.87 ms, 64 rows 1.37 vs 0.92. Without bf16 instructions, dequantised to fp32 for
+    # oneDNN loses at every size to the kernel of eight rows at a time: 3072x768 on an AVX2 EPYC, 32 rows 0.53
+    # vs 1.58 ms, 512 rows 8.2 vs 15.8; a d20 512-token prefill 1.97 s against 3.56
+    matmul_rows = 48 if BF16_MATMUL else math.inf
 
     def __init__(self, weight: torch.Tensor):
         if not can_pack_int4(weight):
