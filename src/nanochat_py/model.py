@@ -129,7 +129,7 @@ class Block(nn.Module):
         """decode_block's six matrices and their scales (quantised layers', linear.py), remade only when a
         layer or one of its tensors was replaced (quantize, .to(), a state dict loaded with assign=True).
         Gathering them through nn.Module's attribute lookups took ~50 us a layer on a slow core, a tenth of a
-        d12 int4 decode step; these plain dict lookups take ~2 us."""
+        d12 int4 decode step; these plain dict lookups take a few."""
         attn, mlp = self._modules["attn"]._modules, self._modules["mlp"]._modules
         layers = (attn["c_q"], attn["c_k"], attn["c_v"], attn["c_proj"], mlp["c_fc"], mlp["c_proj"])
         tensors = [_own_tensor(layer, name) for layer in layers for name in ("weight", "scale")]
