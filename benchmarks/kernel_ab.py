@@ -17,7 +17,6 @@ Both builds must take this checkout's arguments (the Python side is this checkou
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -25,17 +24,6 @@ import torch
 from nanochat_py import bench, kernels
 
 PROMPT = 32  # tokens in the cache before the timed steps
-
-
-def step_seconds(model, batch: int, steps: int) -> float:
-    vocab = model.config.vocab_size
-    cache = model.new_cache(batch, PROMPT + steps + 4)
-    token = model(torch.randint(0, vocab, (batch, PROMPT)), cache=cache, last_only=True)[:, -1].argmax(-1)
-    token = model(token[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)  # warm-up
-    began = time.perf_counter()
-    for _ in range(steps):
-        token = model(token[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)
-    return (time.perf_counter() - began) / steps
 
 
 def main() -> None:
@@ -61,7 +49,7 @@ def main() -> None:
                 for turn in range(args.turns):
                     for side in ("a", "b") if turn % 2 == 0 else ("b", "a"):
                         kernels._loaded["native"] = builds[side]  # what kernels.ops() hands the model
-                        times[side].append(step_seconds(model, args.batch, args.steps))
+                        times[side].append(bench.decode_seconds(model, args.batch, args.steps, PROMPT))
                 a, b = min(times["a"]), min(times["b"])
                 print(f"{shape} {dtype} batch {args.batch}: a {1e3 * a:.2f} ms, b {1e3 * b:.2f} ms a step; "
                       f"b is {a / b:.2f}x a ({args.batch / b:.0f} tok/s)", flush=True)  # fmt: skip

@@ -2,7 +2,7 @@
 
 A 12-layer G0 model, 128 wide, 1,024-token vocabulary: its products and attention take microseconds, so a
 step's time is Python, op dispatch, thread hand-offs and allocations, which a d12 step pays as well (12
-layers). Per dtype, the best of 5 runs of 200 greedy steps after a 16-token prompt.
+layers). Per dtype, the best of 5 runs of 200 greedy steps after a 16-token prompt (`bench.decode_seconds`).
 
     .venv/bin/python benchmarks/step_overhead.py [--dtype fp32,bf16,int8,int4] [--layers 12]
 """
@@ -10,7 +10,6 @@ layers). Per dtype, the best of 5 runs of 200 greedy steps after a 16-token prom
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -30,14 +29,7 @@ def main() -> None:
     with torch.inference_mode():
         for dtype in args.dtype.split(","):
             model = bench.variant_of(base, dtype)
-            best = float("inf")
-            for _ in range(5):
-                cache = model.new_cache(1, 256)
-                token = model(torch.randint(0, 1024, (1, 16)), cache=cache, last_only=True)[:, -1].argmax(-1)
-                began = time.perf_counter()
-                for _ in range(200):
-                    token = model(token[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)
-                best = min(best, (time.perf_counter() - began) / 200)
+            best = min(bench.decode_seconds(model, 1, 200) for _ in range(5))
             print(f"{dtype}: {best * 1e6:.0f} us a step ({args.layers} layers)", flush=True)
 
 

@@ -197,6 +197,23 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 @torch.inference_mode()
+def decode_seconds(model: GPT, batch: int, steps: int, prompt: int = DECODE_PROMPT) -> float:
+    """Seconds per greedy decode step of `batch` rows: `steps` steps timed after a random `prompt`-token
+    prefill and one warm-up step, in a fresh cache."""
+    device = model.device
+    cache = model.new_cache(batch, prompt + steps + 2)
+    ids = torch.randint(0, model.config.vocab_size, (batch, prompt), device=device)
+    token = model(ids, cache=cache, last_only=True)[:, -1].argmax(-1)
+    token = model(token[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)  # warm-up step
+    _sync(device)
+    began = time.perf_counter()
+    for _ in range(steps):
+        token = model(token[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)
+    _sync(device)
+    return (time.perf_counter() - began) / steps
+
+
+@torch.inference_mode()
 def ours(model: GPT, batches: list[int], steps: int, bandwidth: Bandwidth, dtype: str, prompt: int = PROMPT) -> Figures:
     figures = Figures("nanochat-py", dtype, weights_mb=tensor_mb(model))
     device, vocab = model.device, model.config.vocab_size
@@ -210,20 +227,7 @@ def ours(model: GPT, batches: list[int], steps: int, bandwidth: Bandwidth, dtype
     figures.ttft_s = _best_time(prefill, device, 0.5, at_least=2)
     figures.prefill_tok_s = prompt_len / figures.ttft_s
     for batch in batches:
-        cache = model.new_cache(batch, DECODE_PROMPT + steps + 2)
-        first = model(torch.randint(0, vocab, (batch, DECODE_PROMPT), device=device), cache=cache, last_only=True)
-        token = first[:, -1].argmax(-1)
-        token = model(token[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)  # warm-up step
-
-        def decode(token=token, cache=cache) -> float:
-            _sync(device)
-            began = time.perf_counter()
-            for _ in range(steps):
-                token = model(token[:, None], cache=cache, last_only=True)[:, -1].argmax(-1)
-            _sync(device)
-            return (time.perf_counter() - began) / steps
-
-        per_step, gb_s = _timed_with_bandwidth(decode, bandwidth)
+        per_step, gb_s = _timed_with_bandwidth(lambda batch=batch: decode_seconds(model, batch, steps), bandwidth)
         figures.decode_tok_s[batch] = batch / per_step
         figures.bandwidth_use[batch] = step_bytes(model, batch, DECODE_PROMPT + steps // 2) / per_step / 1e9 / gb_s
     figures.peak_memory_mb = _peak_memory_mb(device)

@@ -90,6 +90,11 @@ constexpr int64_t kInt4Group = 32;  // int4 weights: one scale per 32 inputs of 
 constexpr int64_t kInt4Rows = 8;
 constexpr int64_t kInt4GroupBytes = kInt4Rows * kInt4Group / 2;
 
+// row i's 16 bytes of a block's group (the kInt4GroupBytes at `group`), back in Q4_0's order
+inline void int4_row_bytes(const uint8_t* group, int64_t i, uint8_t (&bytes)[kInt4Group / 2]) {
+  for (int64_t j = 0; j < 4; j++) std::memcpy(bytes + 4 * j, group + j * 4 * kInt4Rows + 4 * i, 4);
+}
+
 // Row m of x as fp32: a pointer into x itself, or bf16 widened into `buf`
 const float* row_f32(const at::Tensor& x, int64_t m, std::vector<float>& buf) {
   const int64_t K = x.size(1);
@@ -481,14 +486,13 @@ void dot_i4(const uint8_t* w, const at::Half* ws, int64_t stride, const Activati
       for (int64_t i = 0; i < kInt4Rows; i++) {
         float total = 0.f;
         for (int64_t g = 0; g < groups; g++) {
-          const uint8_t* wg = w + (r * stride * groups + g) * kInt4GroupBytes + 4 * i;  // row i's first 4 bytes
+          uint8_t bytes[kInt4Group / 2];
+          int4_row_bytes(w + (r * stride * groups + g) * kInt4GroupBytes, i, bytes);
           const int64_t at = (m0 + m) * groups + g;
           const int8_t* x = a.i8.data() + at * kInt4Group;
           int32_t s = 0;
-          for (int64_t t = 0; t < kInt4Group / 2; t++) {
-            const uint8_t byte = wg[(t / 4) * 4 * kInt4Rows + t % 4];
-            s += ((byte & 15) - 8) * x[t] + ((byte >> 4) - 8) * x[kInt4Group / 2 + t];
-          }
+          for (int64_t t = 0; t < kInt4Group / 2; t++)
+            s += ((bytes[t] & 15) - 8) * x[t] + ((bytes[t] >> 4) - 8) * x[kInt4Group / 2 + t];
           total += static_cast<float>(s) * static_cast<float>(ws[(r * stride * groups + g) * kInt4Rows + i]) * a.i8_scale[at];
         }
         out[r][m][i] = total;
@@ -657,8 +661,8 @@ void dequantize_int4(const uint8_t* q, const at::Half* s, OutT* o, int64_t N, in
       for (int64_t g = 0; g < groups; g++) {
         const uint8_t* group = q + (b * groups + g) * kInt4GroupBytes;
         for (int64_t i = 0; i < kInt4Rows; i++) {
-          uint8_t bytes[kInt4Group / 2];  // row i's 16 bytes of the group, in Q4_0's order (pack_int4)
-          for (int64_t j = 0; j < 4; j++) std::memcpy(bytes + 4 * j, group + j * 4 * kInt4Rows + 4 * i, 4);
+          uint8_t bytes[kInt4Group / 2];
+          int4_row_bytes(group, i, bytes);
           OutT* row = o + (b * kInt4Rows + i) * K + g * kInt4Group;
           const float scale = static_cast<float>(s[(b * groups + g) * kInt4Rows + i]);
 #pragma omp simd
