@@ -31,10 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         target.failed.unlink(missing_ok=True)
     if args.background:
         return 0 if target.compile(wait=False) else 1
-    if target.library.exists():
-        return 0 if build(args.variant) is not None else 1
-    print(f"nanochat-py: building the CPU kernels for this machine into {kernel_dir()} (once, about 15 s)",
-          file=sys.stderr, flush=True)  # fmt: skip
+    if not target.library.exists():
+        print(f"nanochat-py: building the CPU kernels for this machine into {kernel_dir()} (once, about 15 s)",
+              file=sys.stderr, flush=True)  # fmt: skip
     return 0 if build(args.variant) is not None else 1
 
 
